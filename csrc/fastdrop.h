@@ -1,0 +1,130 @@
+/*
+ * fastdrop.h — the whole public C API of fastdrop's kernels.
+ *
+ * Conventions
+ *   - Every matrix is row-major: element (r, c) of a matrix with leading dimension ld
+ *     is p[r * ld + c].  Sizes and leading dimensions are int64_t.
+ *   - Names: fd_<op>_f32(n, out, in...) — length first, outputs before inputs.
+ *   - Kernels never allocate per call except GEMM's packing buffers (thread-local,
+ *     grown on demand, freed by fd_release_buffers()).
+ *   - Inputs are validated by the Python layer; the C layer trusts sizes and pointers.
+ *   - Results are bitwise identical for any thread count on the same ISA path:
+ *     no reduction is ever split across threads.
+ */
+#ifndef FASTDROP_H
+#define FASTDROP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- dispatch */
+enum { FD_ISA_REF = 0, FD_ISA_AVX2 = 1, FD_ISA_AVX512 = 2, FD_ISA_COUNT = 3 };
+
+void        fd_init(void);                 /* idempotent; honours $FASTDROP_ISA      */
+const char *fd_isa_name(int isa);          /* "ref" | "avx2" | "avx512"              */
+int         fd_isa_compiled(int isa);      /* 1 if the path was built into this lib  */
+int         fd_isa_cpu_supported(int isa); /* 1 if CPU (cpuid) and OS (xgetbv) allow */
+int         fd_isa_get(void);              /* the path in use                        */
+int         fd_isa_set(int isa);           /* 0 ok; -1 not compiled / not supported  */
+const char *fd_isa_env_error(void);        /* non-NULL if $FASTDROP_ISA was unusable */
+
+/* ----------------------------------------------------------------- threads */
+int  fd_openmp_enabled(void);
+void fd_set_num_threads(int n);            /* n <= 0 restores the default            */
+int  fd_get_num_threads(void);            /* set value, else OMP default, else 1    */
+
+/* -------------------------------------------------------------------- GEMM */
+/* Optional epilogue applied to each output element after the full K sum:
+ *   z = alpha*acc + beta*C  (+ bias[c])  (relu)  (* (mask bit ? mask_scale : 0))
+ * bias: (n,) or NULL.  mask: bit-packed over the dense m×n output, element
+ * (r, c) is bit (r*n + c), little bit order (numpy.packbits(bitorder="little")). */
+typedef struct {
+    const float   *bias;
+    int            relu;
+    const uint8_t *mask;
+    float          mask_scale;
+} fd_epilogue;
+
+/* C(m×n) = alpha·op(A)·op(B) + beta·C,  op(A) is m×k, op(B) is k×n.
+ * trans_a = 0: A stored m×k (lda >= k); trans_a = 1: A stored k×m (lda >= m).
+ * trans_b = 0: B stored k×n (ldb >= n); trans_b = 1: B stored n×k (ldb >= k).
+ * beta == 0 never reads C (NaN in C does not propagate).  ep may be NULL. */
+void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+              float alpha, const float *a, int64_t lda,
+              const float *b, int64_t ldb,
+              float beta, float *c, int64_t ldc, const fd_epilogue *ep);
+void fd_release_buffers(void);
+
+/* ----------------------------------------------------------------- dropout */
+/* The RNG contract (see README "Dropout randomness"):
+ *   elements are cut into blocks of FD_DROPOUT_BLOCK; block b has FD_DROPOUT_LANES
+ *   xoshiro256+ streams; element j of the block is drawn by lane j % LANES at step
+ *   j / LANES.  Stream s = b*LANES + lane has state words
+ *     w[i] = splitmix64_mix(splitmix64_mix(seed) + (4*s + i + 1) * 0x9E3779B97F4A7C15)
+ *   (i = 0..3).  u = output >> 32; the element is dropped iff u < threshold, with
+ *   threshold = fd_dropout_threshold(rate) = min(floor(rate * 2^32), 2^32 - 1). */
+#define FD_DROPOUT_BLOCK 4096
+#define FD_DROPOUT_LANES 16
+
+uint32_t fd_dropout_threshold(double rate);
+/* mask: (n + 7) / 8 bytes, bit j set iff element j is kept; pad bits are 0. */
+void fd_dropout_mask(int64_t n, uint64_t seed, uint32_t threshold, uint8_t *mask);
+/* out[j] = kept ? x[j] * scale : 0, mask written if non-NULL. out may alias x. */
+void fd_dropout_forward_f32(int64_t n, float *out, const float *x, uint64_t seed,
+                            uint32_t threshold, float scale, uint8_t *mask);
+/* out[j] = bit j of mask ? x[j] * scale : 0 (dropout backward; also "apply mask"). */
+void fd_dropout_apply_f32(int64_t n, float *out, const float *x, const uint8_t *mask,
+                          float scale);
+
+/* -------------------------------------------------------------- elementwise */
+void fd_relu_f32(int64_t n, float *out, const float *x);
+/* out = grad where y > 0 else 0   (y is relu's output) */
+void fd_relu_backward_f32(int64_t n, float *out, const float *grad, const float *y);
+/* out = grad*scale where h > 0 else 0: backward through relu then dropout, given the
+ * layer output h = dropout(relu(z)) — h > 0 iff the unit was kept and z > 0. */
+void fd_relu_dropout_backward_f32(int64_t n, float *out, const float *grad,
+                                  const float *h, float scale);
+/* out(m×n) = x + bias (row broadcast); out may alias x. */
+void fd_bias_add_f32(int64_t m, int64_t n, float *out, const float *x, const float *bias);
+/* out(n) = alpha * column sums of x(m×n) (+ beta*out), each column summed in row order */
+void fd_colsum_f32(int64_t m, int64_t n, float *out, const float *x, float alpha, float beta);
+
+/* ------------------------------------------------------------------ losses */
+/* Fused softmax cross-entropy.  grad (n×c, may be NULL) = scale*(softmax - target);
+ * loss_rows (n, may be NULL) = per-row loss.  Returns the sum of row losses (double,
+ * summed in row order).  labels: int64 class indices in [0, c). */
+double fd_softmax_xent_labels_f32(int64_t n, int64_t c, const float *logits,
+                                  const int64_t *labels, float scale, float *grad,
+                                  float *loss_rows);
+double fd_softmax_xent_targets_f32(int64_t n, int64_t c, const float *logits,
+                                   const float *targets, float scale, float *grad,
+                                   float *loss_rows);
+/* Row-wise softmax (numerically stable).  out may alias x. */
+void fd_softmax_f32(int64_t n, int64_t c, float *out, const float *x);
+/* Mean squared error: returns sum over all elements of (p - t)^2; grad = scale*(p - t). */
+double fd_mse_f32(int64_t n, const float *pred, const float *target, float scale,
+                  float *grad);
+
+/* -------------------------------------------------------------- optimizers */
+/* All fused, one pass per parameter block, elementwise (bitwise thread-invariant).
+ * g is read-only.  l1/l2: regularization gradient added first (l1*sign(w) + 2*l2*w). */
+void fd_sgd_update_f32(int64_t n, float *w, const float *g, float *vel, float lr,
+                       float momentum, int nesterov, float weight_decay);
+/* Adam / AdamW (Keras form): m += (g-m)(1-b1); v += (g²-v)(1-b2);
+ * w -= lr_t * m / (sqrt(v) + eps) + lr*wd*w, lr_t = lr*sqrt(1-b2^t)/(1-b1^t). */
+void fd_adam_update_f32(int64_t n, float *w, const float *g, float *m, float *v,
+                        float lr, float beta1, float beta2, float eps,
+                        float weight_decay, int64_t t);
+/* g += l1*sign(w) + 2*l2*w */
+void fd_regularize_grad_f32(int64_t n, float *g, const float *w, float l1, float l2);
+/* Clip each column of w (rows×cols, row-major) to L2 norm <= max_value. */
+void fd_maxnorm_f32(int64_t rows, int64_t cols, float *w, float max_value);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

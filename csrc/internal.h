@@ -1,0 +1,83 @@
+/* internal.h — shared between fastdrop's C files; not part of the public API. */
+#ifndef FD_INTERNAL_H
+#define FD_INTERNAL_H
+
+#include "fastdrop.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__)
+#define FD_RESTRICT __restrict__
+#define FD_ALIGN(x) __attribute__((aligned(x)))
+#else
+#define FD_RESTRICT
+#define FD_ALIGN(x)
+#endif
+
+/* Threads to use for a job of `work` units of roughly `grain` units each: never more
+ * threads than chunks of work, so tiny calls stay single-threaded. */
+int fd_threads_for(int64_t work, int64_t grain);
+
+/* ----------------------------------------------------- per-ISA kernel table */
+/* GEMM micro-kernel (BLIS contract):
+ *   C(mr×nr) := alpha·Ap·Bp + beta·C   over k steps, where Ap is a packed MR×k panel
+ *   (column j at Ap + j*MR) and Bp a packed k×NR panel (row j at Bp + j*NR).
+ *   C has row stride rs_c and column stride 1.  mr <= MR, nr <= NR: only that corner
+ *   of C is read/written (edges go through a local tile).  beta == 0: C is not read. */
+typedef void (*fd_gemm_ukr_fn)(int64_t k, float alpha, const float *ap, const float *bp,
+                               float beta, float *c, int64_t rs_c, int64_t mr, int64_t nr);
+
+typedef struct {
+    int            mr, nr;        /* register block                         */
+    int            mc, kc, nc;    /* cache blocks (mc % mr == 0, nc % nr == 0) */
+    fd_gemm_ukr_fn ukr;
+} fd_gemm_params;
+
+typedef struct {
+    int isa;
+    fd_gemm_params gemm;
+    /* dropout: process whole blocks [b0, b1) of the tensor */
+    void (*dropout_blocks)(int64_t n, int64_t b0, int64_t b1, float *out, const float *x,
+                           uint64_t seed, uint32_t threshold, float scale, uint8_t *mask);
+    void (*dropout_apply)(int64_t n, float *out, const float *x, const uint8_t *mask,
+                          float scale);          /* n % 8 == 0 on entry except last chunk */
+    void (*relu)(int64_t n, float *out, const float *x);
+    void (*relu_backward)(int64_t n, float *out, const float *g, const float *y);
+    void (*relu_dropout_backward)(int64_t n, float *out, const float *g, const float *h,
+                                  float scale);
+    void (*adam)(int64_t n, float *w, const float *g, float *m, float *v, float lr_t,
+                 float beta1, float beta2, float eps, float wd_lr);
+} fd_kernel_table;
+
+extern const fd_kernel_table *fd_kt;   /* the chosen path; set by fd_init() */
+
+/* Each ISA file set defines these symbols with its suffix (ref, avx2, avx512):
+ *   gemm/ukr_<isa>_<MR>x<NR>.c : const fd_gemm_params fd_gemm_params_<isa>
+ *   kernels/dropout_<isa>.c    : fd_dropout_blocks_<isa>, fd_dropout_apply_<isa>
+ *   kernels/elementwise_<isa>.c: fd_relu_<isa>, ... (one shared implementation file,
+ *                                compiled once per ISA with that ISA's flags)        */
+#define FD_DECLARE_ISA(isa)                                                              \
+    extern const fd_gemm_params fd_gemm_params_##isa;                                    \
+    void fd_dropout_blocks_##isa(int64_t n, int64_t b0, int64_t b1, float *out,          \
+                                 const float *x, uint64_t seed, uint32_t threshold,      \
+                                 float scale, uint8_t *mask);                            \
+    void fd_dropout_apply_##isa(int64_t n, float *out, const float *x,                   \
+                                const uint8_t *mask, float scale);                       \
+    void fd_relu_##isa(int64_t n, float *out, const float *x);                           \
+    void fd_relu_backward_##isa(int64_t n, float *out, const float *g, const float *y);  \
+    void fd_relu_dropout_backward_##isa(int64_t n, float *out, const float *g,           \
+                                        const float *h, float scale);                    \
+    void fd_adam_##isa(int64_t n, float *w, const float *g, float *m, float *v,          \
+                       float lr_t, float beta1, float beta2, float eps, float wd_lr);
+
+FD_DECLARE_ISA(ref)
+#ifdef FD_HAVE_AVX2
+FD_DECLARE_ISA(avx2)
+#endif
+#ifdef FD_HAVE_AVX512
+FD_DECLARE_ISA(avx512)
+#endif
+
+#endif

@@ -1,0 +1,253 @@
+/* ops.c — public entry points of the elementwise, loss and optimizer kernels.
+ * Elementwise work is cut into contiguous chunks across OpenMP threads (no reductions
+ * cross threads); losses reduce per row in parallel and then sum rows in order, so every
+ * result is bitwise identical for any thread count. */
+#include "../internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FD_EW_GRAIN (1 << 15) /* elements per thread below which we stay serial */
+
+/* Run body(lo, hi) over [0, n) in per-thread chunks aligned to 16 elements. */
+#define FD_PARALLEL_CHUNKS(n, grain, body)                                          \
+    do {                                                                            \
+        int nt_ = fd_threads_for((n), (grain));                                     \
+        if (nt_ <= 1) {                                                             \
+            int64_t lo = 0, hi = (n);                                               \
+            body;                                                                   \
+        } else {                                                                    \
+            _Pragma("omp parallel num_threads(nt_)") {                              \
+                int t_ = 0, T_ = 1;                                                 \
+                FD_OMP_IDS(t_, T_);                                                 \
+                int64_t per_ = (((n) + T_ - 1) / T_ + 15) & ~(int64_t)15;           \
+                int64_t lo = per_ * t_, hi = lo + per_ < (n) ? lo + per_ : (n);     \
+                if (lo < hi) { body; }                                              \
+            }                                                                       \
+        }                                                                           \
+    } while (0)
+
+#ifdef _OPENMP
+#define FD_OMP_IDS(t, T) (t = omp_get_thread_num(), T = omp_get_num_threads())
+#else
+#define FD_OMP_IDS(t, T) ((void)0)
+#endif
+
+void fd_relu_f32(int64_t n, float *out, const float *x) {
+    fd_init();
+    FD_PARALLEL_CHUNKS(n, FD_EW_GRAIN, fd_kt->relu(hi - lo, out + lo, x + lo));
+}
+
+void fd_relu_backward_f32(int64_t n, float *out, const float *grad, const float *y) {
+    fd_init();
+    FD_PARALLEL_CHUNKS(n, FD_EW_GRAIN, fd_kt->relu_backward(hi - lo, out + lo, grad + lo, y + lo));
+}
+
+void fd_relu_dropout_backward_f32(int64_t n, float *out, const float *grad, const float *h,
+                                  float scale) {
+    fd_init();
+    FD_PARALLEL_CHUNKS(n, FD_EW_GRAIN,
+                       fd_kt->relu_dropout_backward(hi - lo, out + lo, grad + lo, h + lo, scale));
+}
+
+void fd_bias_add_f32(int64_t m, int64_t n, float *out, const float *x, const float *bias) {
+    int nt = fd_threads_for(m * n, FD_EW_GRAIN);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t r = 0; r < m; r++) {
+        const float *xr = x + r * n;
+        float *orow = out + r * n;
+        for (int64_t c = 0; c < n; c++) orow[c] = xr[c] + bias[c];
+    }
+}
+
+/* Column sums: threads split the columns; each column is summed over rows in order. */
+void fd_colsum_f32(int64_t m, int64_t n, float *out, const float *x, float alpha, float beta) {
+    const int64_t CB = 256; /* columns per task: a row segment of 1 KiB */
+    int64_t tasks = (n + CB - 1) / CB;
+    int nt = fd_threads_for(m * n, FD_EW_GRAIN);
+    if (nt > tasks) nt = (int)tasks;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t c0 = t * CB, c1 = c0 + CB < n ? c0 + CB : n;
+        float acc[256];
+        for (int64_t c = c0; c < c1; c++) acc[c - c0] = 0.0f;
+        for (int64_t r = 0; r < m; r++) {
+            const float *xr = x + r * n;
+            for (int64_t c = c0; c < c1; c++) acc[c - c0] += xr[c];
+        }
+        for (int64_t c = c0; c < c1; c++)
+            out[c] = beta == 0.0f ? alpha * acc[c - c0] : alpha * acc[c - c0] + beta * out[c];
+    }
+}
+
+/* ------------------------------------------------------------------- losses */
+/* One row of softmax cross-entropy against a target distribution given either by a
+ * label (label >= 0) or a dense target row.  Returns the row loss. */
+static double xent_row(int64_t c, const float *z, int64_t label, const float *t, float scale,
+                       float *g) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < c; j++) mx = z[j] > mx ? z[j] : mx;
+    if (!(mx > -INFINITY && mx < INFINITY)) mx = 0.0f; /* inf/nan rows propagate nan */
+    double sum = 0.0;
+    if (g) {
+        for (int64_t j = 0; j < c; j++) {
+            float e = expf(z[j] - mx); /* z - mx <= 0: no overflow */
+            g[j] = e;
+            sum += (double)e;
+        }
+    } else {
+        for (int64_t j = 0; j < c; j++) sum += (double)expf(z[j] - mx);
+    }
+    double lse = (double)mx + log(sum);
+    double loss = 0.0;
+    if (label >= 0) {
+        loss = lse - (double)z[label];
+    } else {
+        for (int64_t j = 0; j < c; j++)
+            if (t[j] != 0.0f) loss += (double)t[j] * (lse - (double)z[j]);
+    }
+    if (g) {
+        const float inv = (float)(1.0 / sum);
+        if (label >= 0) {
+            const float e_label = g[label];
+            for (int64_t j = 0; j < c; j++) g[j] = g[j] * inv * scale;
+            g[label] = (e_label * inv - 1.0f) * scale;
+        } else {
+            for (int64_t j = 0; j < c; j++) g[j] = (g[j] * inv - t[j]) * scale;
+        }
+    }
+    return loss;
+}
+
+/* Row losses are computed in parallel into a buffer, then summed in row order. */
+static double xent(int64_t n, int64_t c, const float *logits, const int64_t *labels,
+                   const float *targets, float scale, float *grad, float *loss_rows) {
+    double stackbuf[512];
+    double *rows = n <= 512 ? stackbuf : (double *)malloc(sizeof(double) * (size_t)n);
+    double total = 0.0;
+    if (!rows) { /* out of memory for the row buffer: serial, same order */
+        for (int64_t r = 0; r < n; r++) {
+            double l = xent_row(c, logits + r * c, labels ? labels[r] : -1,
+                                targets ? targets + r * c : NULL, scale,
+                                grad ? grad + r * c : NULL);
+            if (loss_rows) loss_rows[r] = (float)l;
+            total += l;
+        }
+        return total;
+    }
+    int nt = fd_threads_for(n * c, 1 << 14);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t r = 0; r < n; r++) {
+        rows[r] = xent_row(c, logits + r * c, labels ? labels[r] : -1,
+                           targets ? targets + r * c : NULL, scale, grad ? grad + r * c : NULL);
+        if (loss_rows) loss_rows[r] = (float)rows[r];
+    }
+    for (int64_t r = 0; r < n; r++) total += rows[r];
+    if (rows != stackbuf) free(rows);
+    return total;
+}
+
+double fd_softmax_xent_labels_f32(int64_t n, int64_t c, const float *logits,
+                                  const int64_t *labels, float scale, float *grad,
+                                  float *loss_rows) {
+    return xent(n, c, logits, labels, NULL, scale, grad, loss_rows);
+}
+
+double fd_softmax_xent_targets_f32(int64_t n, int64_t c, const float *logits,
+                                   const float *targets, float scale, float *grad,
+                                   float *loss_rows) {
+    return xent(n, c, logits, NULL, targets, scale, grad, loss_rows);
+}
+
+void fd_softmax_f32(int64_t n, int64_t c, float *out, const float *x) {
+    int nt = fd_threads_for(n * c, 1 << 14);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t r = 0; r < n; r++) {
+        const float *z = x + r * c;
+        float *o = out + r * c;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < c; j++) mx = z[j] > mx ? z[j] : mx;
+        if (!(mx > -INFINITY) && !(mx < INFINITY)) mx = 0.0f;
+        double sum = 0.0;
+        for (int64_t j = 0; j < c; j++) sum += exp((double)z[j] - (double)mx);
+        double inv = 1.0 / sum;
+        for (int64_t j = 0; j < c; j++) o[j] = (float)(exp((double)z[j] - (double)mx) * inv);
+    }
+}
+
+double fd_mse_f32(int64_t n, const float *pred, const float *target, float scale, float *grad) {
+    double total = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)pred[i] - (double)target[i];
+        total += d * d;
+        if (grad) grad[i] = (float)(d * (double)scale);
+    }
+    return total;
+}
+
+/* --------------------------------------------------------------- optimizers */
+void fd_regularize_grad_f32(int64_t n, float *g, const float *w, float l1, float l2) {
+    int nt = fd_threads_for(n, FD_EW_GRAIN);
+    const float two_l2 = 2.0f * l2;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t i = 0; i < n; i++) {
+        float s = (w[i] > 0.0f) - (w[i] < 0.0f);
+        g[i] = g[i] + l1 * s + two_l2 * w[i];
+    }
+}
+
+void fd_sgd_update_f32(int64_t n, float *w, const float *g, float *vel, float lr,
+                       float momentum, int nesterov, float weight_decay) {
+    int nt = fd_threads_for(n, FD_EW_GRAIN);
+    /* Keras SGD: v = momentum*v - lr*g; w += v (nesterov: w += momentum*v - lr*g).
+     * weight_decay is decoupled: w -= lr*wd*w first. */
+    const float wd_lr = lr * weight_decay;
+    if (momentum == 0.0f || !vel) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t i = 0; i < n; i++) w[i] = w[i] - wd_lr * w[i] - lr * g[i];
+        return;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t i = 0; i < n; i++) {
+        float wi = w[i] - wd_lr * w[i];
+        float v = momentum * vel[i] - lr * g[i];
+        vel[i] = v;
+        w[i] = nesterov ? wi + momentum * v - lr * g[i] : wi + v;
+    }
+}
+
+void fd_adam_update_f32(int64_t n, float *w, const float *g, float *m, float *v, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, int64_t t) {
+    fd_init();
+    double b1t = pow((double)beta1, (double)t), b2t = pow((double)beta2, (double)t);
+    float lr_t = (float)((double)lr * sqrt(1.0 - b2t) / (1.0 - b1t));
+    float wd_lr = lr * weight_decay;
+    FD_PARALLEL_CHUNKS(n, FD_EW_GRAIN,
+                       fd_kt->adam(hi - lo, w + lo, g + lo, m + lo, v + lo, lr_t, beta1, beta2,
+                                   eps, wd_lr));
+}
+
+void fd_maxnorm_f32(int64_t rows, int64_t cols, float *w, float max_value) {
+    const int64_t CB = 256;
+    int64_t tasks = (cols + CB - 1) / CB;
+    int nt = fd_threads_for(rows * cols, FD_EW_GRAIN);
+    if (nt > tasks) nt = (int)tasks;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < tasks; t++) {
+        int64_t c0 = t * CB, c1 = c0 + CB < cols ? c0 + CB : cols;
+        float acc[256];
+        for (int64_t c = c0; c < c1; c++) acc[c - c0] = 0.0f;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = c0; c < c1; c++) acc[c - c0] += w[r * cols + c] * w[r * cols + c];
+        for (int64_t c = c0; c < c1; c++) {
+            float norm = sqrtf(acc[c - c0]);
+            /* Keras MaxNorm: w * clip(norm, 0, max) / (eps + norm) */
+            float desired = norm < max_value ? norm : max_value;
+            acc[c - c0] = desired / (1e-7f + norm);
+        }
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = c0; c < c1; c++) w[r * cols + c] *= acc[c - c0];
+    }
+}

@@ -1,0 +1,58 @@
+"""fastdrop — fast CPU training and inference of dropout neural networks.
+
+C kernels (SGEMM, ReLU, softmax cross-entropy, dropout with a counter-keyed xoshiro256+
+generator) with AVX2/AVX-512 paths chosen at run time and OpenMP threads, behind a
+Keras-like API.
+"""
+from ._version import __version__
+from . import _core
+from . import kernels
+
+__all__ = ["__version__", "kernels", "set_num_threads", "get_num_threads", "cpu_info"]
+
+
+def _check_env():
+    err = _core.isa_env_error()
+    if err:
+        import os
+        import warnings
+        warnings.warn(f"{err} (FASTDROP_ISA={os.environ.get('FASTDROP_ISA')!r}); "
+                      f"using {_core.isa()!r}", RuntimeWarning, stacklevel=3)
+
+
+_check_env()
+
+
+def set_num_threads(n):
+    """Set the number of threads every kernel uses (wins over OMP_NUM_THREADS).
+
+    ``n`` is a positive int; ``None`` or 0 restores the default (OMP_NUM_THREADS, else the
+    number of cores).  Without OpenMP the package always runs single-threaded.
+    """
+    if n is None:
+        n = 0
+    if isinstance(n, bool) or not isinstance(n, int) and not hasattr(n, "__index__"):
+        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0 (0 = default), got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of threads kernels use."""
+    return _core.get_num_threads()
+
+
+def cpu_info():
+    """What this build and CPU run: a dict with keys
+    ``isa`` (the chosen path), ``compiled`` and ``supported`` (tuples of path names),
+    ``openmp`` (bool), ``threads`` (int) and ``version``."""
+    return {
+        "version": __version__,
+        "isa": _core.isa(),
+        "compiled": _core.isa_compiled(),
+        "supported": _core.isa_supported(),
+        "openmp": _core.openmp_enabled(),
+        "threads": _core.get_num_threads(),
+    }

@@ -1,0 +1,228 @@
+# fastdrop._core — thin bindings of the C kernels.
+#
+# These functions trust their arguments' dtype, layout and shapes: validation happens
+# once, in fastdrop.kernels (public API) or in the model engine, before anything here
+# runs.  Every kernel call releases the GIL.
+cimport cython
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+
+import numpy as np
+
+fd_init()
+
+ISA_NAMES = ("ref", "avx2", "avx512")
+DROPOUT_BLOCK = FD_DROPOUT_BLOCK
+DROPOUT_LANES = FD_DROPOUT_LANES
+
+
+# ----------------------------------------------------------------- dispatch/threads
+def isa():
+    """Name of the kernel path in use: 'ref', 'avx2' or 'avx512'."""
+    return ISA_NAMES[fd_isa_get()]
+
+
+def isa_compiled():
+    return tuple(n for i, n in enumerate(ISA_NAMES) if fd_isa_compiled(i))
+
+
+def isa_supported():
+    """Paths that are both compiled in and supported by this CPU and OS."""
+    return tuple(n for i, n in enumerate(ISA_NAMES)
+                 if fd_isa_compiled(i) and fd_isa_cpu_supported(i))
+
+
+def set_isa(name):
+    """Force a kernel path by name; ValueError if not compiled or not supported."""
+    if name not in ISA_NAMES:
+        raise ValueError(f"isa must be one of {ISA_NAMES}, got {name!r}")
+    if fd_isa_set(ISA_NAMES.index(name)) != 0:
+        raise ValueError(f"isa {name!r} is not available here (compiled: "
+                         f"{isa_compiled()}, supported: {isa_supported()})")
+
+
+def isa_env_error():
+    cdef const char *e = fd_isa_env_error()
+    return None if e == NULL else e.decode()
+
+
+def openmp_enabled():
+    return bool(fd_openmp_enabled())
+
+
+def set_num_threads(int n):
+    fd_set_num_threads(n)
+
+
+def get_num_threads():
+    return fd_get_num_threads()
+
+
+def release_buffers():
+    fd_release_buffers()
+
+
+# ------------------------------------------------------------------------- GEMM
+def gemm(const float[:, ::1] a, const float[:, ::1] b, float[:, ::1] c,
+         bint trans_a, bint trans_b, float alpha, float beta,
+         const float[::1] bias=None, bint relu=False, const uint8_t[::1] mask=None,
+         float mask_scale=1.0):
+    """c = alpha*op(a)@op(b) + beta*c, then optional bias/relu/mask epilogue (in place)."""
+    cdef int64_t m = c.shape[0], n = c.shape[1]
+    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef fd_epilogue ep
+    cdef fd_epilogue *pep = NULL
+    if bias is not None or relu or mask is not None:
+        ep.bias = &bias[0] if bias is not None else NULL
+        ep.relu = relu
+        ep.mask = &mask[0] if mask is not None else NULL
+        ep.mask_scale = mask_scale
+        pep = &ep
+    cdef const float *pa = &a[0, 0] if a.shape[0] * a.shape[1] > 0 else NULL
+    cdef const float *pb = &b[0, 0] if b.shape[0] * b.shape[1] > 0 else NULL
+    if m == 0 or n == 0:
+        return
+    with nogil:
+        fd_sgemm(trans_a, trans_b, m, n, k, alpha, pa, a.shape[1], pb, b.shape[1],
+                 beta, &c[0, 0], n, pep)
+
+
+# ----------------------------------------------------------------------- dropout
+def dropout_threshold(double rate):
+    return fd_dropout_threshold(rate)
+
+
+def dropout_forward(const float[::1] x, float[::1] out, uint64_t seed, double rate,
+                    uint8_t[::1] mask):
+    """out = inverted dropout of x; mask (bit-packed keep bits) written."""
+    cdef int64_t n = x.shape[0]
+    cdef uint32_t thr = fd_dropout_threshold(rate)
+    cdef float scale = <float>(1.0 / (1.0 - rate))
+    if n == 0:
+        return
+    with nogil:
+        fd_dropout_forward_f32(n, &out[0], &x[0], seed, thr, scale, &mask[0])
+
+
+def dropout_mask(int64_t n, uint64_t seed, double rate, uint8_t[::1] mask):
+    if n == 0:
+        return
+    cdef uint32_t thr = fd_dropout_threshold(rate)
+    with nogil:
+        fd_dropout_mask(n, seed, thr, &mask[0])
+
+
+def dropout_apply(const float[::1] x, const uint8_t[::1] mask, float[::1] out, float scale):
+    cdef int64_t n = x.shape[0]
+    if n == 0:
+        return
+    with nogil:
+        fd_dropout_apply_f32(n, &out[0], &x[0], &mask[0], scale)
+
+
+# ------------------------------------------------------------------- elementwise
+def relu(const float[::1] x, float[::1] out):
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        fd_relu_f32(x.shape[0], &out[0], &x[0])
+
+
+def relu_backward(const float[::1] grad, const float[::1] y, float[::1] out):
+    if grad.shape[0] == 0:
+        return
+    with nogil:
+        fd_relu_backward_f32(grad.shape[0], &out[0], &grad[0], &y[0])
+
+
+def relu_dropout_backward(const float[::1] grad, const float[::1] h, float[::1] out,
+                          float scale):
+    if grad.shape[0] == 0:
+        return
+    with nogil:
+        fd_relu_dropout_backward_f32(grad.shape[0], &out[0], &grad[0], &h[0], scale)
+
+
+def bias_add(const float[:, ::1] x, const float[::1] bias, float[:, ::1] out):
+    if x.shape[0] * x.shape[1] == 0:
+        return
+    with nogil:
+        fd_bias_add_f32(x.shape[0], x.shape[1], &out[0, 0], &x[0, 0], &bias[0])
+
+
+def colsum(const float[:, ::1] x, float[::1] out, float alpha=1.0, float beta=0.0):
+    if x.shape[1] == 0:
+        return
+    with nogil:
+        fd_colsum_f32(x.shape[0], x.shape[1], &out[0], &x[0, 0], alpha, beta)
+
+
+# ------------------------------------------------------------------------ losses
+def softmax_xent_labels(const float[:, ::1] logits, const int64_t[::1] labels, float scale,
+                        float[:, ::1] grad=None, float[::1] loss_rows=None):
+    """Returns the sum of row losses; grad = scale*(softmax - onehot) if given."""
+    cdef double total
+    cdef float *pg = &grad[0, 0] if grad is not None else NULL
+    cdef float *pl = &loss_rows[0] if loss_rows is not None else NULL
+    with nogil:
+        total = fd_softmax_xent_labels_f32(logits.shape[0], logits.shape[1], &logits[0, 0],
+                                           &labels[0], scale, pg, pl)
+    return total
+
+
+def softmax_xent_targets(const float[:, ::1] logits, const float[:, ::1] targets,
+                         float scale, float[:, ::1] grad=None, float[::1] loss_rows=None):
+    cdef double total
+    cdef float *pg = &grad[0, 0] if grad is not None else NULL
+    cdef float *pl = &loss_rows[0] if loss_rows is not None else NULL
+    with nogil:
+        total = fd_softmax_xent_targets_f32(logits.shape[0], logits.shape[1],
+                                            &logits[0, 0], &targets[0, 0], scale, pg, pl)
+    return total
+
+
+def softmax(const float[:, ::1] x, float[:, ::1] out):
+    if x.shape[0] * x.shape[1] == 0:
+        return
+    with nogil:
+        fd_softmax_f32(x.shape[0], x.shape[1], &out[0, 0], &x[0, 0])
+
+
+def mse(const float[::1] pred, const float[::1] target, float scale, float[::1] grad=None):
+    cdef double total
+    cdef float *pg = &grad[0] if grad is not None else NULL
+    with nogil:
+        total = fd_mse_f32(pred.shape[0], &pred[0], &target[0], scale, pg)
+    return total
+
+
+# -------------------------------------------------------------------- optimizers
+def sgd_update(float[::1] w, const float[::1] g, float[::1] vel, float lr, float momentum,
+               bint nesterov, float weight_decay):
+    cdef float *pv = &vel[0] if vel is not None else NULL
+    if w.shape[0] == 0:
+        return
+    with nogil:
+        fd_sgd_update_f32(w.shape[0], &w[0], &g[0], pv, lr, momentum, nesterov, weight_decay)
+
+
+def adam_update(float[::1] w, const float[::1] g, float[::1] m, float[::1] v, float lr,
+                float beta1, float beta2, float eps, float weight_decay, int64_t t):
+    if w.shape[0] == 0:
+        return
+    with nogil:
+        fd_adam_update_f32(w.shape[0], &w[0], &g[0], &m[0], &v[0], lr, beta1, beta2, eps,
+                           weight_decay, t)
+
+
+def regularize_grad(float[::1] g, const float[::1] w, float l1, float l2):
+    if g.shape[0] == 0:
+        return
+    with nogil:
+        fd_regularize_grad_f32(g.shape[0], &g[0], &w[0], l1, l2)
+
+
+def maxnorm(float[:, ::1] w, float max_value):
+    if w.shape[0] * w.shape[1] == 0:
+        return
+    with nogil:
+        fd_maxnorm_f32(w.shape[0], w.shape[1], &w[0, 0], max_value)

@@ -1,0 +1,119 @@
+"""Plain NumPy reference implementations of every fastdrop kernel.
+
+These are the test oracle and the benchmark baseline: written for clarity, computed
+in float64 where that makes them a better oracle, returned as float32.  The dropout
+functions reproduce fastdrop's mask bit for bit (see ``_reference_dropout``).
+"""
+import numpy as np
+
+from ._reference_dropout import (  # noqa: F401  (re-exported)
+    dropout,
+    dropout_backward,
+    dropout_keep,
+    dropout_mask,
+    dropout_threshold,
+)
+
+
+def gemm(a, b, out=None, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    """alpha * op(a) @ op(b) + beta * out, computed in float64, returned as float32."""
+    A = np.asarray(a, np.float64)
+    B = np.asarray(b, np.float64)
+    if trans_a:
+        A = A.T
+    if trans_b:
+        B = B.T
+    r = alpha * (A @ B)
+    if beta != 0.0:
+        r = r + beta * np.asarray(out, np.float64)
+    return r.astype(np.float32)
+
+
+def gemm_epilogue(z, bias=None, relu=False, mask=None, mask_scale=1.0):
+    """The fused GEMM epilogue: (+ bias) (relu) (* mask ? scale : 0), elementwise in float32."""
+    z = np.asarray(z, np.float32).copy()
+    if bias is not None:
+        z += bias
+    if relu:
+        z = np.maximum(z, np.float32(0))
+    if mask is not None:
+        keep = np.unpackbits(mask, count=z.size, bitorder="little").reshape(z.shape).astype(bool)
+        z = np.where(keep, z * np.float32(mask_scale), np.float32(0))
+    return z
+
+
+def relu(x):
+    return np.maximum(x, np.float32(0)).astype(np.float32)
+
+
+def relu_backward(grad_out, y):
+    return np.where(y > 0, grad_out, np.float32(0)).astype(np.float32)
+
+
+def bias_add(x, bias):
+    return (x + bias).astype(np.float32)
+
+
+def softmax(x):
+    z = np.asarray(x, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def log_softmax(x):
+    z = np.asarray(x, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, labels):
+    """(mean loss, (softmax - target) / n) for integer labels (n,) or targets (n, classes)."""
+    logits = np.asarray(logits)
+    n, c = logits.shape
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        t = np.zeros((n, c), np.float64)
+        t[np.arange(n), labels.astype(np.int64)] = 1.0
+    else:
+        t = labels.astype(np.float64)
+    ls = log_softmax(logits)
+    loss = float(-(t * ls).sum() / n)
+    grad = ((np.exp(ls) - t) / n).astype(np.float32)
+    return loss, grad
+
+
+def mse(pred, target):
+    """(mean squared error over all elements, gradient (2/size)(pred - target))."""
+    d = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
+    return float((d * d).mean()), (2.0 * d / d.size).astype(np.float32)
+
+
+def sgd_update(w, g, vel, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """Keras SGD step (decoupled weight decay); returns new (w, vel)."""
+    w = w.astype(np.float32)
+    g = g.astype(np.float32)
+    w = w - np.float32(lr * weight_decay) * w
+    if momentum == 0.0:
+        return (w - np.float32(lr) * g).astype(np.float32), vel
+    v = np.float32(momentum) * vel - np.float32(lr) * g
+    if nesterov:
+        return (w + np.float32(momentum) * v - np.float32(lr) * g).astype(np.float32), v
+    return (w + v).astype(np.float32), v
+
+
+def adam_update(w, g, m, v, lr, t, beta1=0.9, beta2=0.999, eps=1e-7, weight_decay=0.0):
+    """Keras Adam/AdamW step t (1-based); returns new (w, m, v)."""
+    f = np.float32
+    lr_t = lr * np.sqrt(1 - f(beta2) ** t) / (1 - f(beta1) ** t)
+    m = m + (g - m) * (f(1) - f(beta1))
+    v = v + (g * g - v) * (f(1) - f(beta2))
+    w = w - lr * weight_decay * w - lr_t * m / (np.sqrt(v) + eps)
+    return w.astype(np.float32), m.astype(np.float32), v.astype(np.float32)
+
+
+def maxnorm(w, max_value):
+    """Keras MaxNorm on a Dense kernel (in, out): clip each column's L2 norm."""
+    norms = np.sqrt((np.asarray(w, np.float64) ** 2).sum(axis=0, keepdims=True))
+    desired = np.clip(norms, 0, max_value)
+    return (w * (desired / (1e-7 + norms))).astype(np.float32)
