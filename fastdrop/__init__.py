@@ -7,8 +7,18 @@ Keras-like API.
 from ._version import __version__
 from . import _core
 from . import kernels
+from . import (callbacks, constraints, datasets, initializers, layers, losses, models,
+               optimizers, regularizers, utils)
+from .layers import Activation, Dense, Dropout, Flatten, Input, ReLU
+from .models import Sequential, load_model
+from .random import set_seed
 
-__all__ = ["__version__", "kernels", "set_num_threads", "get_num_threads", "cpu_info"]
+__all__ = [
+    "__version__", "kernels", "set_num_threads", "get_num_threads", "cpu_info", "set_seed",
+    "Sequential", "load_model", "Dense", "Dropout", "Activation", "ReLU", "Flatten", "Input",
+    "callbacks", "constraints", "datasets", "initializers", "layers", "losses", "models",
+    "optimizers", "regularizers", "utils",
+]
 
 
 def _check_env():

@@ -117,3 +117,92 @@ def maxnorm(w, max_value):
     norms = np.sqrt((np.asarray(w, np.float64) ** 2).sum(axis=0, keepdims=True))
     desired = np.clip(norms, 0, max_value)
     return (w * (desired / (1e-7 + norms))).astype(np.float32)
+
+
+# ------------------------------------------------------------ whole-model reference
+def mlp_loss_and_grads(weights, x, labels, relu, keep=None, rates=None, dtype=np.float64):
+    """Loss and gradients of an MLP ``Dense -> (relu) -> (dropout) -> ... -> Dense ->
+    softmax cross-entropy``, in plain NumPy.
+
+    weights : [W0 (in, h0), b0, W1, b1, ...] (Keras order)
+    labels  : integer class labels (n,)
+    relu    : per hidden Dense, whether ReLU follows it
+    keep    : per hidden Dense, a boolean keep mask (n, units) or None (no dropout)
+    rates   : per hidden Dense, the dropout rate (scale = float32(1/(1-rate)))
+    Returns (mean loss, [dW0, db0, ...]) in ``dtype``.
+    """
+    ws = [np.asarray(w, dtype) for w in weights]
+    n_layers = len(ws) // 2
+    keep = keep or [None] * (n_layers - 1)
+    rates = rates or [0.0] * (n_layers - 1)
+    h = np.asarray(x, dtype)
+    cache = []
+    for i in range(n_layers - 1):
+        z = h @ ws[2 * i] + ws[2 * i + 1]
+        a = np.maximum(z, 0) if relu[i] else z
+        if keep[i] is not None:
+            scale = dtype(np.float32(1.0 / (1.0 - rates[i])))
+            a = np.where(keep[i], a * scale, 0)
+        cache.append((h, z))
+        h = a
+    logits = h @ ws[-2] + ws[-1]
+    n = logits.shape[0]
+    ls = log_softmax(logits)
+    loss = float(-ls[np.arange(n), labels].mean())
+    d = np.exp(ls)
+    d[np.arange(n), labels] -= 1.0
+    d /= n
+    grads = [None] * len(ws)
+    grads[-2] = h.T @ d
+    grads[-1] = d.sum(0)
+    d = d @ ws[-2].T
+    for i in range(n_layers - 2, -1, -1):
+        hin, z = cache[i]
+        if keep[i] is not None:
+            d = np.where(keep[i], d * dtype(np.float32(1.0 / (1.0 - rates[i]))), 0)
+        if relu[i]:
+            d = np.where(z > 0, d, 0)
+        grads[2 * i] = hin.T @ d
+        grads[2 * i + 1] = d.sum(0)
+        d = d @ ws[2 * i].T
+    return loss, [g.astype(dtype) for g in grads]
+
+
+class ReferenceTrainer:
+    """A pure-NumPy trainer of a dropout MLP (ReLU hidden layers, dropout after each,
+    softmax cross-entropy, Adam): the baseline that fastdrop's training step is
+    benchmarked against.  Masks come from the bit-exact reference dropout generator."""
+
+    def __init__(self, sizes, rate=0.5, learning_rate=1e-3, seed=0):
+        rng = np.random.default_rng(seed)
+        self.weights = []
+        for fi, fo in zip(sizes[:-1], sizes[1:]):
+            lim = np.sqrt(6.0 / (fi + fo))
+            self.weights += [rng.uniform(-lim, lim, (fi, fo)).astype(np.float32),
+                             np.zeros(fo, np.float32)]
+        self.rate = rate
+        self.lr = learning_rate
+        self.m = [np.zeros_like(w) for w in self.weights]
+        self.v = [np.zeros_like(w) for w in self.weights]
+        self.t = 0
+        self.seed = seed
+
+    def train_step(self, x, labels):
+        n_hidden = len(self.weights) // 2 - 1
+        keep = [dropout_keep(x.shape[0] * self.weights[2 * i].shape[1],
+                             self.seed + 1000 * self.t + i, self.rate)
+                .reshape(x.shape[0], -1) if self.rate > 0 else None
+                for i in range(n_hidden)]
+        loss, grads = mlp_loss_and_grads(self.weights, x, labels, [True] * n_hidden, keep,
+                                         [self.rate] * n_hidden, dtype=np.float32)
+        self.t += 1
+        for i, g in enumerate(grads):
+            self.weights[i], self.m[i], self.v[i] = adam_update(
+                self.weights[i], g, self.m[i], self.v[i], self.lr, self.t)
+        return loss
+
+    def predict(self, x):
+        h = np.asarray(x, np.float32)
+        for i in range(0, len(self.weights) - 2, 2):
+            h = np.maximum(h @ self.weights[i] + self.weights[i + 1], 0)
+        return softmax(h @ self.weights[-2] + self.weights[-1])
