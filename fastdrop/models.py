@@ -21,6 +21,7 @@ import json
 import math
 import numbers
 import os
+import threading
 import time
 
 import numpy as np
@@ -76,6 +77,9 @@ class Sequential:
         self._stages = None
         self._capacity = 0
         self._step = 0          # global training step (keys dropout masks)
+        # fit/evaluate/predict share the model's buffers: one call at a time per model
+        # (kernels release the GIL, so other models and threads run meanwhile)
+        self._lock = threading.RLock()
         for layer in layers or []:
             self.add(layer)
 
@@ -346,6 +350,12 @@ class Sequential:
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
             steps_per_epoch=None):
+        with self._lock:
+            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                             validation_data, shuffle, initial_epoch, steps_per_epoch)
+
+    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+             validation_data, shuffle, initial_epoch, steps_per_epoch):
         """Train for ``epochs`` epochs; returns a ``History`` whose ``.history`` holds the
         per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``.
 
@@ -505,6 +515,10 @@ class Sequential:
         return loss, correct / n
 
     def evaluate(self, x=None, y=None, batch_size=32, verbose=0, return_dict=False):
+        with self._lock:
+            return self._evaluate(x, y, batch_size, verbose, return_dict)
+
+    def _evaluate(self, x, y, batch_size, verbose, return_dict):
         """Loss (and accuracy when compiled with metrics) on (x, y), dropout off.
         Returns ``loss`` or ``[loss, accuracy]`` as Keras does (a dict with
         ``return_dict=True``)."""
@@ -527,9 +541,24 @@ class Sequential:
             return {"loss": loss, **({"accuracy": acc} if self.metrics else {})}
         return [loss, acc] if self.metrics else loss
 
-    def predict(self, x, batch_size=None, verbose=0):
+    def predict(self, x, batch_size=None, verbose=0, mc_samples=None, seed=None):
         """Outputs for x in inference mode (dropout off): class probabilities after a
-        final softmax, else the last layer's outputs.  float32 (n, outputs)."""
+        final softmax, else the last layer's outputs.  float32 (n, outputs).
+
+        Monte Carlo dropout: with ``mc_samples=T`` the model runs T stochastic passes
+        with dropout on (everything else in inference mode) and returns
+        ``(mean, std)`` of the outputs over the passes, each float32 (n, outputs).
+        ``seed`` makes the passes reproducible (default: fresh randomness).  See
+        ``fastdrop.uncertainty`` for predictive entropy and mutual information.
+        """
+        with self._lock:
+            if mc_samples is not None:
+                from .uncertainty import _mc_moments
+                mean, m2, _ = _mc_moments(self, x, mc_samples, seed, batch_size)
+                return mean, np.sqrt(m2)
+            return self._predict(x, batch_size)
+
+    def _prepare_predict(self, x, batch_size):
         if not self.built:
             declared = self._declared_input_dim()
             if declared is None:
@@ -538,7 +567,10 @@ class Sequential:
             self.build(declared)
         if batch_size is not None:
             batch_size = _int_arg(batch_size, "batch_size")
-        x = self._convert_x(x)
+        return self._convert_x(x), batch_size
+
+    def _predict(self, x, batch_size):
+        x, batch_size = self._prepare_predict(x, batch_size)
         n = x.shape[0]
         bs = min(batch_size or 1024, n)
         self._ensure_capacity(bs)

@@ -455,3 +455,53 @@ def test_input_dropout_and_mse_regression():
     assert h.history["loss"][-1] < 0.2 * h.history["loss"][0]
     assert model.evaluate(x, y) == pytest.approx(
         float(((model.predict(x).astype(np.float64) - y) ** 2).mean()), rel=1e-5)
+
+
+# ----------------------------------------------------------- MC dropout
+def test_mc_dropout_matches_explicit_passes_statistics():
+    from fastdrop import uncertainty as U
+    x, y = blobs(n=300, d=20)
+    model = mlp(rate=0.5, seed=2)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=5, verbose=0)
+    mean, std = model.predict(x, mc_samples=64, seed=1)
+    mean2, std2 = model.predict(x, mc_samples=64, seed=1)
+    np.testing.assert_array_equal(mean, mean2)          # reproducible with a seed
+    assert mean.shape == std.shape == (300, 4)
+    np.testing.assert_allclose(mean.sum(1), 1, atol=1e-5)
+    assert (std > 0).mean() > 0.5                       # dropout really was on
+    det = model.predict(x)
+    # mean prediction is close to the deterministic (weight-scaling) prediction
+    assert np.abs(mean - det).mean() < 0.1
+    acc_mc = (mean.argmax(1) == y).mean()
+    acc_det = (det.argmax(1) == y).mean()
+    assert acc_mc >= acc_det - 0.02
+    r = U.mc_predict(model, x, mc_samples=32, seed=3)
+    assert np.all(r.mutual_information >= 0)
+    assert np.all(r.predictive_entropy <= np.log(4) + 1e-9)
+    np.testing.assert_allclose(r.predictive_entropy, U.predictive_entropy(r.mean), rtol=1e-5)
+
+
+def test_mc_dropout_uses_dropout_layers_like_training_forward():
+    """Each MC pass is a training-mode forward pass: check one pass (T=1) against the
+    NumPy model with the mask the C generator produced for that pass' seed."""
+    x, _ = blobs(n=5, d=6)
+    model = Sequential([Dense(7, activation="relu", input_dim=6), Dropout(0.5),
+                        Dense(3, activation="softmax")], seed=0)
+    model.build()
+    mean, std = model.predict(x, mc_samples=1, seed=9)
+    assert np.all(std == 0)
+    from fastdrop import random as fr
+    keep = np.unpackbits(fastdrop.kernels.dropout_mask(5 * 7, 0.5, fr.derive(9, fr.KEY_MC, 0, 0)),
+                         count=35, bitorder="little").reshape(5, 7).astype(bool)
+    w = [a.astype(np.float64) for a in model.get_weights()]
+    h = np.maximum(x @ w[0] + w[1], 0) * keep * 2.0
+    ref = R.softmax(h @ w[2] + w[3])
+    np.testing.assert_allclose(mean, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_mc_dropout_bad_args():
+    model = mlp()
+    model.build()
+    with pytest.raises(ValueError, match="mc_samples"):
+        model.predict(np.ones((2, 20)), mc_samples=0)

@@ -38,57 +38,67 @@ static inline __attribute__((always_inline)) __m256 keep8(__m256i p[4], __m256i 
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_max_epu32(u, thr), u));
 }
 
-/* lane held by element e of state-set vector v (v = 0..3, e = 0..3) */
-static const int set_lane[4][4] = {{0, 1, 4, 5}, {2, 3, 6, 7}, {8, 9, 12, 13}, {10, 11, 14, 15}};
+/* Steps per pass over one half of the lanes: 64 steps = 1024 elements, so a pass's x and
+ * out (4 KB each) are still in L1 when the other half's pass comes over them. */
+#define FD_AVX2_PASS 64
 
 static inline __attribute__((always_inline)) void
 dropout_block_avx2(int64_t len, float *out, const float *x, uint64_t key, int64_t block,
                    uint32_t threshold, float scale, uint8_t *mask, const int do_out,
                    const int do_mask, const int stream) {
+    /* lanes of state set v, in vector element order */
+    static const int set_lane[4][4] = {{0, 1, 4, 5}, {2, 3, 6, 7}, {8, 9, 12, 13},
+                                       {10, 11, 14, 15}};
     uint64_t w[4][FD_DROPOUT_LANES];
+    FD_ALIGN(32) uint64_t st[2][2][4][4]; /* [half][set][word][element] */
     fd_rng_seed_block(w, key, block);
-    __m256i s[4][4]; /* s[set][word] */
     for (int v = 0; v < 4; v++)
         for (int i = 0; i < 4; i++)
-            s[v][i] = _mm256_set_epi64x((long long)w[i][set_lane[v][3]],
-                                        (long long)w[i][set_lane[v][2]],
-                                        (long long)w[i][set_lane[v][1]],
-                                        (long long)w[i][set_lane[v][0]]);
+            for (int e = 0; e < 4; e++) st[v / 2][v % 2][i][e] = w[i][set_lane[v][e]];
     const __m256i thr = _mm256_set1_epi32((int)threshold);
     const __m256 vscale = _mm256_set1_ps(scale);
-    const int64_t steps = len / FD_DROPOUT_LANES;
-    int64_t k = 0;
-    for (; k < steps; k++) {
-        const __m256 lo = keep8(s[0], s[1], thr), hi = keep8(s[2], s[3], thr);
-        if (do_mask) {
-            mask[2 * k] = (uint8_t)_mm256_movemask_ps(lo);
-            mask[2 * k + 1] = (uint8_t)_mm256_movemask_ps(hi);
-        }
-        if (do_out) {
-            const __m256 y0 = _mm256_and_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(x + 16 * k), vscale));
-            const __m256 y1 =
-                _mm256_and_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(x + 16 * k + 8), vscale));
-            if (stream) {
-                _mm256_stream_ps(out + 16 * k, y0);
-                _mm256_stream_ps(out + 16 * k + 8, y1);
-            } else {
-                _mm256_storeu_ps(out + 16 * k, y0);
-                _mm256_storeu_ps(out + 16 * k + 8, y1);
+    const int64_t steps = (len + FD_DROPOUT_LANES - 1) / FD_DROPOUT_LANES;
+    const int64_t full = len / FD_DROPOUT_LANES; /* steps with all 16 elements present */
+    /* 16 state registers plus temporaries do not fit in 16 ymm: run lanes 0-7 (even mask
+     * bytes, elements 16k..16k+7) and lanes 8-15 (odd bytes, 16k+8..16k+15) in turns. */
+    for (int64_t k0 = 0; k0 < steps; k0 += FD_AVX2_PASS) {
+        const int64_t k1 = k0 + FD_AVX2_PASS < steps ? k0 + FD_AVX2_PASS : steps;
+        const int64_t kf = k1 < full ? k1 : full;
+        for (int h = 0; h < 2; h++) {
+            __m256i p[4], q[4];
+            for (int i = 0; i < 4; i++) {
+                p[i] = _mm256_load_si256((const __m256i *)st[h][0][i]);
+                q[i] = _mm256_load_si256((const __m256i *)st[h][1][i]);
+            }
+            int64_t k = k0;
+            for (; k < kf; k++) {
+                const __m256 keep = keep8(p, q, thr);
+                if (do_mask) mask[2 * k + h] = (uint8_t)_mm256_movemask_ps(keep);
+                if (do_out) {
+                    const int64_t j = 16 * k + 8 * h;
+                    const __m256 y =
+                        _mm256_and_ps(keep, _mm256_mul_ps(_mm256_loadu_ps(x + j), vscale));
+                    if (stream)
+                        _mm256_stream_ps(out + j, y);
+                    else
+                        _mm256_storeu_ps(out + j, y);
+                }
+            }
+            if (k < k1) { /* the partial last step of the tensor's last block */
+                const int rem = (int)(len - 16 * k - 8 * h); /* elements of this half */
+                const unsigned bits = (unsigned)_mm256_movemask_ps(keep8(p, q, thr)) &
+                                      (rem >= 8 ? 0xffu : rem > 0 ? (1u << rem) - 1u : 0u);
+                if (do_mask && rem > 0) mask[2 * k + h] = (uint8_t)bits;
+                if (do_out)
+                    for (int e = 0; e < rem && e < 8; e++)
+                        out[16 * k + 8 * h + e] =
+                            ((bits >> e) & 1u) ? x[16 * k + 8 * h + e] * scale : 0.0f;
+            }
+            for (int i = 0; i < 4; i++) {
+                _mm256_store_si256((__m256i *)st[h][0][i], p[i]);
+                _mm256_store_si256((__m256i *)st[h][1][i], q[i]);
             }
         }
-    }
-    const int rem = (int)(len - steps * FD_DROPOUT_LANES);
-    if (rem) { /* the partial last step of a tensor's last block */
-        const __m256 lo = keep8(s[0], s[1], thr), hi = keep8(s[2], s[3], thr);
-        const unsigned bits = ((unsigned)_mm256_movemask_ps(lo) |
-                               ((unsigned)_mm256_movemask_ps(hi) << 8)) & ((1u << rem) - 1u);
-        if (do_mask) {
-            mask[2 * k] = (uint8_t)bits;
-            if (rem > 8) mask[2 * k + 1] = (uint8_t)(bits >> 8);
-        }
-        if (do_out)
-            for (int e = 0; e < rem; e++)
-                out[16 * k + e] = ((bits >> e) & 1u) ? x[16 * k + e] * scale : 0.0f;
     }
 }
 

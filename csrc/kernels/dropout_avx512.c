@@ -18,18 +18,20 @@
  * streaming saves the read-for-ownership of every output line. */
 #define FD_DROPOUT_NT_BYTES (INT64_C(64) << 20)
 
-/* xoshiro256+ on 8 lanes: returns s0 + s3, then advances the state (gcc folds the five
- * xors into three vpternlogq). */
+/* xoshiro256+ on 8 lanes: returns s0 + s3, then advances the state.  With d = s3 ^ s1
+ * and c = s2 ^ s0 the reference update is s1 ^= c, s0 ^= d, s2 = c ^ (s1 << 17),
+ * s3 = rotl(d, 45): the three-way xors are one vpternlogq each (gcc does not fold them). */
+#define XOR3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0x96)
 static inline __attribute__((always_inline)) __m512i xoshiro8(__m512i *s0, __m512i *s1,
                                                               __m512i *s2, __m512i *s3) {
     const __m512i r = _mm512_add_epi64(*s0, *s3);
     const __m512i t = _mm512_slli_epi64(*s1, 17);
-    *s2 = _mm512_xor_si512(*s2, *s0);
-    *s3 = _mm512_xor_si512(*s3, *s1);
-    *s1 = _mm512_xor_si512(*s1, *s2);
-    *s0 = _mm512_xor_si512(*s0, *s3);
-    *s2 = _mm512_xor_si512(*s2, t);
-    *s3 = _mm512_rol_epi64(*s3, 45);
+    const __m512i d = _mm512_xor_si512(*s3, *s1);
+    const __m512i s2_new = XOR3(*s2, *s0, t);
+    *s1 = XOR3(*s1, *s2, *s0);
+    *s0 = _mm512_xor_si512(*s0, d);
+    *s2 = s2_new;
+    *s3 = _mm512_rol_epi64(d, 45);
     return r;
 }
 

@@ -1,0 +1,182 @@
+/* ukr_avx2_6x16.c — AVX2+FMA SGEMM micro-kernel (6×16 register block) and the skinny-n
+ * dot kernel, plus this ISA's block-size table.
+ *
+ * Register block: 6 rows × 2 ymm = 12 accumulators + 2 ymm of B + 1 broadcast (15 of 16
+ * ymm).  Edge tiles run a kernel specialised for the row count (1..6) and for one or two
+ * ymm columns, with masked C loads/stores, so every element sees the same instructions
+ * wherever it sits (results do not depend on the tiling or the thread count). */
+#include "internal.h"
+
+#include <immintrin.h>
+
+#define MR 6
+#define NR 16
+#define DOT_R 2 /* dot kernel: rows per block (2 × up to 6 columns) */
+
+/* lanes [0, cnt) set, cnt in 0..8 */
+static inline __m256i lane_mask(int64_t cnt)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)cnt), idx);
+}
+
+/* C(rows × nr) := alpha·Ap·Bp + beta·C, rows and nv (ymm per row) compile-time. */
+static inline __attribute__((always_inline)) void
+tile(const int rows, const int nv, int64_t k, float alpha, const float *FD_RESTRICT ap,
+     const float *FD_RESTRICT bp, float beta, float *c, int64_t rs_c, int64_t nr)
+{
+    const int full = nr == 8 * nv;
+    const __m256i m_last = lane_mask(nr - 8 * (nv - 1));
+    __m256 acc[MR][2];
+#pragma GCC unroll 6
+    for (int i = 0; i < rows; i++) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < rows; i++) _mm_prefetch((const char *)(c + i * rs_c), _MM_HINT_T0);
+    for (int64_t p = 0; p < k; p++) {
+        const __m256 b0 = _mm256_load_ps(bp);
+        const __m256 b1 = nv > 1 ? _mm256_load_ps(bp + 8) : b0;
+#pragma GCC unroll 6
+        for (int i = 0; i < rows; i++) {
+            const __m256 a = _mm256_broadcast_ss(ap + i);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            if (nv > 1) acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+        ap += MR;
+        bp += NR;
+    }
+    const __m256 va = _mm256_set1_ps(alpha);
+    const __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+    for (int i = 0; i < rows; i++) {
+        float *ci = c + i * rs_c;
+#pragma GCC unroll 2
+        for (int v = 0; v < nv; v++) {
+            __m256 z = _mm256_mul_ps(va, acc[i][v]);
+            if (v < nv - 1 || full) { /* vmaskmov is slow on AMD: only at the right edge */
+                if (beta != 0.0f) z = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8 * v), z);
+                _mm256_storeu_ps(ci + 8 * v, z);
+            } else {
+                if (beta != 0.0f) z = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci + 8 * v, m_last), z);
+                _mm256_maskstore_ps(ci + 8 * v, m_last, z);
+            }
+        }
+    }
+}
+
+#define FD_TILE_CASE(r)                                                   \
+    case r:                                                               \
+        if (nr > 8) tile(r, 2, k, alpha, ap, bp, beta, c, rs_c, nr);      \
+        else tile(r, 1, k, alpha, ap, bp, beta, c, rs_c, nr);             \
+        break;
+
+static void ukr_6x16(int64_t k, float alpha, const float *ap, const float *bp, float beta,
+                     float *c, int64_t rs_c, int64_t mr, int64_t nr)
+{
+    switch (mr) {
+        FD_TILE_CASE(1) FD_TILE_CASE(2) FD_TILE_CASE(3) FD_TILE_CASE(4) FD_TILE_CASE(5)
+        default: /* 6 */
+            if (nr > 8) tile(MR, 2, k, alpha, ap, bp, beta, c, rs_c, nr);
+            else tile(MR, 1, k, alpha, ap, bp, beta, c, rs_c, nr);
+    }
+}
+
+/* ---------------------------------------------------------- skinny-n dot kernel */
+/* out[l] = horizontal sum of v[l], l < cnt (cnt <= 8): a transpose-add tree. */
+static inline __attribute__((always_inline)) void hsum8(const int cnt, const __m256 *v, float *out)
+{
+    __m256 t[4], u[2];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) {
+        const __m256 x = 2 * q < cnt ? v[2 * q] : _mm256_setzero_ps();
+        const __m256 y = 2 * q + 1 < cnt ? v[2 * q + 1] : _mm256_setzero_ps();
+        t[q] = _mm256_add_ps(_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
+    }
+#pragma GCC unroll 2
+    for (int q = 0; q < 2; q++) {
+        const __m256d x = _mm256_castps_pd(t[2 * q]), y = _mm256_castps_pd(t[2 * q + 1]);
+        u[q] = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(x, y)),
+                             _mm256_castpd_ps(_mm256_unpackhi_pd(x, y)));
+    }
+    /* u[q] 128-bit half h holds half h's sums of v[4q..4q+3]: add the halves */
+    const __m256 s = _mm256_add_ps(_mm256_permute2f128_ps(u[0], u[1], 0x20),
+                                   _mm256_permute2f128_ps(u[0], u[1], 0x31));
+    _mm256_maskstore_ps(out, lane_mask(cnt), s);
+}
+
+/* D(R × J) = A(R × k)·Bt(J × k)ᵀ, R and J compile-time, R*J <= 12. */
+static inline __attribute__((always_inline)) void
+dot_block(const int R, const int J, int64_t k, const float *a, int64_t lda, const float *bt,
+          int64_t ldbt, float *d, int64_t ldd)
+{
+    __m256 acc[12];
+#pragma GCC unroll 12
+    for (int q = 0; q < R * J; q++) acc[q] = _mm256_setzero_ps();
+    int64_t p = 0;
+    for (; p + 8 <= k; p += 8) {
+        __m256 x[DOT_R];
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) x[r] = _mm256_loadu_ps(a + r * lda + p);
+#pragma GCC unroll 6
+        for (int j = 0; j < J; j++) {
+            const __m256 w = _mm256_loadu_ps(bt + j * ldbt + p);
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r++) acc[r * J + j] = _mm256_fmadd_ps(x[r], w, acc[r * J + j]);
+        }
+    }
+    if (p < k) {
+        const __m256i mk = lane_mask(k - p);
+        __m256 x[DOT_R];
+#pragma GCC unroll 2
+        for (int r = 0; r < R; r++) x[r] = _mm256_maskload_ps(a + r * lda + p, mk);
+#pragma GCC unroll 6
+        for (int j = 0; j < J; j++) {
+            const __m256 w = _mm256_maskload_ps(bt + j * ldbt + p, mk);
+#pragma GCC unroll 2
+            for (int r = 0; r < R; r++) acc[r * J + j] = _mm256_fmadd_ps(x[r], w, acc[r * J + j]);
+        }
+    }
+    float s[16];
+    hsum8(R * J < 8 ? R * J : 8, acc, s);
+    if (R * J > 8) hsum8(R * J - 8, acc + 8, s + 8);
+#pragma GCC unroll 2
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 6
+        for (int j = 0; j < J; j++) d[r * ldd + j] = s[r * J + j];
+}
+
+/* D(R × jw) for jw <= 6 columns, R compile-time. */
+static inline __attribute__((always_inline)) void
+dot_rows(const int R, int64_t jw, int64_t k, const float *a, int64_t lda, const float *bt,
+         int64_t ldbt, float *d, int64_t ldd)
+{
+    switch (jw) {
+    case 1: dot_block(R, 1, k, a, lda, bt, ldbt, d, ldd); break;
+    case 2: dot_block(R, 2, k, a, lda, bt, ldbt, d, ldd); break;
+    case 3: dot_block(R, 3, k, a, lda, bt, ldbt, d, ldd); break;
+    case 4: dot_block(R, 4, k, a, lda, bt, ldbt, d, ldd); break;
+    case 5: dot_block(R, 5, k, a, lda, bt, ldbt, d, ldd); break;
+    default: dot_block(R, 6, k, a, lda, bt, ldbt, d, ldd); break;
+    }
+}
+
+/* Rows in pairs (A rows stay in L1 across the column groups), columns in near-equal
+ * groups of at most 6 (n = 10: 5 + 5). */
+void fd_gemm_dot_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+                      const float *bt, int64_t ldbt, float *d, int64_t ldd)
+{
+    const int64_t groups = (n + 5) / 6, jmax = (n + groups - 1) / groups;
+    int64_t r = 0;
+    for (; r + DOT_R <= m; r += DOT_R)
+        for (int64_t j = 0; j < n; j += jmax)
+            dot_rows(DOT_R, n - j < jmax ? n - j : jmax, k, a + r * lda, lda, bt + j * ldbt,
+                     ldbt, d + r * ldd + j, ldd);
+    for (; r < m; r++)
+        for (int64_t j = 0; j < n; j += jmax)
+            dot_rows(1, n - j < jmax ? n - j : jmax, k, a + r * lda, lda, bt + j * ldbt,
+                     ldbt, d + r * ldd + j, ldd);
+}
+
+const fd_gemm_params fd_gemm_params_avx2 = {MR, NR, 144, 256, 2048, ukr_6x16};
