@@ -124,6 +124,16 @@ void fd_regularize_grad_f32(int64_t n, float *g, const float *w, float l1, float
 /* Clip each column of w (rows×cols, row-major) to L2 norm <= max_value. */
 void fd_maxnorm_f32(int64_t rows, int64_t cols, float *w, float max_value);
 
+/* ------------------------------------------------------------ dropout variants */
+/* noise[i] = 1 + stddev * N(0, 1), counter-keyed per 4096-element block (variants.c). */
+void fd_gaussian_noise_f32(int64_t n, float *noise, uint64_t seed, float stddev);
+void fd_mul_f32(int64_t n, float *out, const float *x, const float *y);
+void fd_selu_f32(int64_t n, float *out, const float *x);
+void fd_selu_backward_f32(int64_t n, float *out, const float *grad, const float *y);
+/* out = mask bit ? a*x + b : a*alpha_p + b */
+void fd_alpha_dropout_apply_f32(int64_t n, float *out, const float *x, const uint8_t *mask,
+                                float a, float b, float alpha_p);
+
 #ifdef __cplusplus
 }
 #endif

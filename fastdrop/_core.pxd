@@ -64,3 +64,10 @@ cdef extern from "fastdrop.h" nogil:
                             float weight_decay, int64_t t)
     void fd_regularize_grad_f32(int64_t n, float *g, const float *w, float l1, float l2)
     void fd_maxnorm_f32(int64_t rows, int64_t cols, float *w, float max_value)
+
+    void fd_gaussian_noise_f32(int64_t n, float *noise, uint64_t seed, float stddev)
+    void fd_mul_f32(int64_t n, float *out, const float *x, const float *y)
+    void fd_selu_f32(int64_t n, float *out, const float *x)
+    void fd_selu_backward_f32(int64_t n, float *out, const float *grad, const float *y)
+    void fd_alpha_dropout_apply_f32(int64_t n, float *out, const float *x,
+                                    const uint8_t *mask, float a, float b, float alpha_p)

@@ -226,3 +226,40 @@ def maxnorm(float[:, ::1] w, float max_value):
         return
     with nogil:
         fd_maxnorm_f32(w.shape[0], w.shape[1], &w[0, 0], max_value)
+
+
+# --------------------------------------------------------------- dropout variants
+def gaussian_noise(float[::1] noise, uint64_t seed, float stddev):
+    if noise.shape[0] == 0:
+        return
+    with nogil:
+        fd_gaussian_noise_f32(noise.shape[0], &noise[0], seed, stddev)
+
+
+def mul(const float[::1] x, const float[::1] y, float[::1] out):
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        fd_mul_f32(x.shape[0], &out[0], &x[0], &y[0])
+
+
+def selu(const float[::1] x, float[::1] out):
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        fd_selu_f32(x.shape[0], &out[0], &x[0])
+
+
+def selu_backward(const float[::1] grad, const float[::1] y, float[::1] out):
+    if grad.shape[0] == 0:
+        return
+    with nogil:
+        fd_selu_backward_f32(grad.shape[0], &out[0], &grad[0], &y[0])
+
+
+def alpha_dropout_apply(const float[::1] x, const uint8_t[::1] mask, float[::1] out,
+                        float a, float b, float alpha_p):
+    if x.shape[0] == 0:
+        return
+    with nogil:
+        fd_alpha_dropout_apply_f32(x.shape[0], &out[0], &x[0], &mask[0], a, b, alpha_p)

@@ -16,7 +16,7 @@ from . import initializers as _initializers
 from . import regularizers as _regularizers
 from . import random as _random
 
-ACTIVATIONS = ("linear", "relu", "softmax")
+ACTIVATIONS = ("linear", "relu", "softmax", "selu")
 
 
 def _activation(name, arg="activation"):
@@ -76,14 +76,18 @@ class Layer:
 class Dense(Layer):
     """Fully connected layer: ``y = activation(x @ kernel + bias)``, kernel (in, units).
 
-    activation: None/'linear', 'relu' or 'softmax' (softmax only as the last layer,
-    where with a cross-entropy loss it runs as the fused softmax cross-entropy kernel).
+    activation: None/'linear', 'relu', 'selu' or 'softmax' (softmax only as the last
+    layer, where with a cross-entropy loss it runs as the fused softmax cross-entropy
+    kernel).
+    drop_connect: DropConnect rate (Wan et al., 2013): during training each weight of the
+    kernel is dropped with this probability (one mask per step, shared by the batch; kept
+    weights scaled by 1/(1-rate)); inference uses the full kernel.
     """
 
     def __init__(self, units, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, kernel_constraint=None, input_dim=None,
-                 input_shape=None, name=None, **kwargs):
+                 input_shape=None, drop_connect=0.0, name=None, **kwargs):
         if kwargs:
             raise TypeError(f"Dense got unexpected arguments {sorted(kwargs)}")
         super().__init__(name)
@@ -103,6 +107,10 @@ class Dense(Layer):
                                  "Flatten(input_shape=...) as the first layer)")
             input_dim = shape[0]
         self.declared_input_dim = None if input_dim is None else _units(input_dim, "input_dim")
+        if isinstance(drop_connect, bool) or not isinstance(drop_connect, numbers.Real) \
+                or not (0.0 <= drop_connect < 1.0):
+            raise ValueError(f"drop_connect must be a rate in [0, 1), got {drop_connect!r}")
+        self.drop_connect = float(drop_connect)
         self.kernel = None   # views into the model's parameter block once built
         self.bias = None
         self.dkernel = None
@@ -140,6 +148,7 @@ class Dense(Layer):
             "kernel_constraint": None if self.kernel_constraint is None
             else self.kernel_constraint.get_config(),
             "input_dim": self.declared_input_dim,
+            "drop_connect": self.drop_connect,
         }
 
 
@@ -163,12 +172,86 @@ class Dropout(Layer):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
         if noise_shape is not None:
-            raise ValueError("noise_shape is not supported yet; use noise_shape=None")
-        self.noise_shape = None
+            ns = tuple(noise_shape)
+            if len(ns) != 2 or any(d is not None and (not isinstance(d, numbers.Integral) or d < 1)
+                                   for d in ns):
+                raise ValueError(f"noise_shape must be (batch or None, features or 1) or "
+                                 f"(1, features), got {noise_shape!r}")
+            noise_shape = tuple(None if d is None else int(d) for d in ns)
+        self.noise_shape = noise_shape
+
+    def build(self, input_dim):
+        if self.noise_shape is not None:
+            d0, d1 = self.noise_shape
+            if d1 not in (None, 1, input_dim):
+                raise ValueError(f"noise_shape {self.noise_shape} does not fit inputs with "
+                                 f"{input_dim} features")
+        return super().build(input_dim)
+
+    @property
+    def broadcast(self):
+        """None (a mask per element), 'rows' (one bit per sample, shared across features)
+        or 'cols' (one bit per feature, shared across the batch)."""
+        if self.noise_shape is None:
+            return None
+        d0, d1 = self.noise_shape
+        if d0 == 1 and d1 != 1:
+            return "cols"
+        if d1 == 1 and d0 != 1 and self.input_dim != 1:
+            return "rows"
+        if d0 == 1 and d1 == 1:
+            return "all"
+        return None
 
     @property
     def scale(self):
         return float(np.float32(1.0 / (1.0 - self.rate)))
+
+    def get_config(self):
+        return {"name": self.name, "rate": self.rate, "seed": self.seed,
+                "noise_shape": None if self.noise_shape is None else list(self.noise_shape)}
+
+
+class GaussianDropout(Layer):
+    """Multiplicative Gaussian noise N(1, rate/(1-rate)) during training (Srivastava et
+    al. 2014, §10); identity at inference.  The noise is counter-keyed like dropout."""
+
+    def __init__(self, rate, seed=None, name=None):
+        super().__init__(name)
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= rate < 1.0):
+            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = None if seed is None else int(seed)
+
+    @property
+    def stddev(self):
+        return math.sqrt(self.rate / (1.0 - self.rate))
+
+    def get_config(self):
+        return {"name": self.name, "rate": self.rate, "seed": self.seed}
+
+
+class AlphaDropout(Layer):
+    """Dropout that keeps the mean and variance of SELU activations (Klambauer et al.
+    2017): dropped units are set to SELU's negative saturation and an affine correction
+    restores the moments.  Identity at inference.  Use with activation='selu' and
+    kernel_initializer='lecun_normal'."""
+
+    ALPHA_P = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946
+
+    def __init__(self, rate, seed=None, name=None):
+        super().__init__(name)
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= rate < 1.0):
+            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = None if seed is None else int(seed)
+
+    @property
+    def affine(self):
+        """(a, b) of the correction y = a*(x or alpha_p) + b (Keras formula)."""
+        r, ap = self.rate, self.ALPHA_P
+        a = ((1.0 - r) * (1.0 + r * ap * ap)) ** -0.5
+        return a, -a * ap * r
 
     def get_config(self):
         return {"name": self.name, "rate": self.rate, "seed": self.seed}
@@ -227,7 +310,8 @@ def Input(shape, name=None):
     return InputLayer(shape=shape, name=name)
 
 
-LAYER_TYPES = {c.__name__: c for c in (Dense, Dropout, Activation, ReLU, Flatten, InputLayer)}
+LAYER_TYPES = {c.__name__: c for c in (Dense, Dropout, GaussianDropout, AlphaDropout, Activation,
+                                        ReLU, Flatten, InputLayer)}
 
 
 # --------------------------------------------------------------------- stages
@@ -250,16 +334,21 @@ def _dropout_seed(model_seed, layer, index, step, key=_random.KEY_DROPOUT):
 
 
 class DenseStage(_Stage):
-    """Dense (+ ReLU) (+ Dropout) as one GEMM with a fused epilogue."""
+    """Dense (+ ReLU) (+ Dropout) as one GEMM with a fused epilogue; SELU is applied
+    after the GEMM (then a following dropout is its own stage).  DropConnect masks the
+    kernel once per step."""
 
-    def __init__(self, dense, relu, dropout, dropout_index, model):
+    def __init__(self, dense, act, dropout, dropout_index, model):
         self.dense = dense
-        self.relu = relu
+        self.act = act                    # 'linear' | 'relu' | 'selu'
+        self.relu = act == "relu"
         self.dropout = dropout if (dropout is not None and dropout.rate > 0) else None
         self.dropout_index = dropout_index
         self.model = model
         self.units = dense.units
         self.out = self.dz = self.dx = self.mask = None
+        self._mask = None
+        self._wmask = None
 
     def allocate(self, capacity):
         self.out = np.empty((capacity, self.units), np.float32)
@@ -267,6 +356,21 @@ class DenseStage(_Stage):
         self.dx = np.empty((capacity, self.dense.input_dim), np.float32)
         if self.dropout is not None:
             self.mask = np.empty((capacity * self.units + 7) // 8, np.uint8)
+        if self.dense.drop_connect > 0 and getattr(self, "wm", None) is None:
+            self.wm = np.empty((self.dense.input_dim, self.units), np.float32)
+            self.wmask = np.empty((self.wm.size + 7) // 8, np.uint8)
+
+    def _kernel(self, training, step, seed):
+        d = self.dense
+        self._wmask = None
+        if not training or d.drop_connect == 0:
+            return d.kernel
+        wseed = _random.derive(self.model.seed if seed is None else seed,
+                               _random.KEY_DROPCONNECT, self.model.layers.index(d), step)
+        w = self.wm.reshape(-1)
+        _core.dropout_forward(d.kernel.reshape(-1), w, wseed, d.drop_connect, self.wmask)
+        self._wmask = self.wmask
+        return self.wm
 
     def forward(self, x, m, training, step, seed=None):
         d = self.dense
@@ -275,31 +379,41 @@ class DenseStage(_Stage):
         if self.dropout is not None and training:
             nb = (m * self.units + 7) // 8
             mask = self.mask[:nb]
-            if seed is None:
-                seed = _dropout_seed(self.model.seed, self.dropout, self.dropout_index, step)
-            _core.dropout_mask(m * self.units, seed, self.dropout.rate, mask)
+            dseed = seed if seed is not None else \
+                _dropout_seed(self.model.seed, self.dropout, self.dropout_index, step)
+            _core.dropout_mask(m * self.units, dseed, self.dropout.rate, mask)
         self._x = x
         self._mask = mask
-        _core.gemm(x, d.kernel, h, False, False, 1.0, 0.0, d.bias, self.relu, mask,
+        w = self._kernel(training, step, seed)
+        _core.gemm(x, w, h, False, False, 1.0, 0.0, d.bias, self.relu, mask,
                    self.dropout.scale if mask is not None else 1.0)
+        if self.act == "selu":
+            _core.selu(h.reshape(-1), h.reshape(-1))
         return h
 
     def backward(self, dh, m, need_dx):
         d = self.dense
         h = self.out[:m]
         mask = self._mask
-        if self.relu or mask is not None:
-            dz = self.dz[:m]
-            if self.relu and mask is not None:
-                _core.relu_dropout_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1),
-                                            self.dropout.scale)
-            elif self.relu:
-                _core.relu_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1))
-            else:
-                _core.dropout_apply(dh.reshape(-1), mask, dz.reshape(-1), self.dropout.scale)
+        dz = self.dz[:m]
+        if self.relu and mask is not None:
+            _core.relu_dropout_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1),
+                                        self.dropout.scale)
+        elif self.relu:
+            _core.relu_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1))
+        elif mask is not None:
+            _core.dropout_apply(dh.reshape(-1), mask, dz.reshape(-1), self.dropout.scale)
+        elif self.act == "selu":
+            _core.selu_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1))
         else:
             dz = dh
         _core.gemm(self._x, dz, d.dkernel, True, False, 1.0, 0.0)
+        w = d.kernel
+        if self._wmask is not None:
+            flat = d.dkernel.reshape(-1)
+            _core.dropout_apply(flat, self._wmask, flat,
+                                float(np.float32(1.0 / (1.0 - d.drop_connect))))
+            w = self.wm
         if d.use_bias:
             _core.colsum(dz, d.dbias)
         if d.kernel_regularizer is not None:
@@ -308,12 +422,12 @@ class DenseStage(_Stage):
         if not need_dx:
             return None
         dx = self.dx[:m]
-        _core.gemm(dz, d.kernel, dx, False, True, 1.0, 0.0)
+        _core.gemm(dz, w, dx, False, True, 1.0, 0.0)
         return dx
 
 
 class DropoutStage(_Stage):
-    """A Dropout not fused into a Dense (e.g. on the inputs)."""
+    """A Dropout not fused into a Dense (e.g. on the inputs, or with a noise_shape)."""
 
     def __init__(self, layer, index, model):
         self.layer = layer
@@ -326,16 +440,32 @@ class DropoutStage(_Stage):
         self.dx = np.empty((capacity, self.dim), np.float32)
         self.mask = np.empty((capacity * self.dim + 7) // 8, np.uint8)
 
+    def _make_mask(self, m, seed):
+        nb = (m * self.dim + 7) // 8
+        mask = self.mask[:nb]
+        mode = self.layer.broadcast
+        if mode is None:
+            _core.dropout_mask(m * self.dim, seed, self.layer.rate, mask)
+            return mask
+        small_n = {"rows": m, "cols": self.dim, "all": 1}[mode]
+        small = np.empty((small_n + 7) // 8, np.uint8)
+        _core.dropout_mask(small_n, seed, self.layer.rate, small)
+        keep = np.unpackbits(small, count=small_n, bitorder="little").astype(bool)
+        full = {"rows": lambda: np.repeat(keep, self.dim),
+                "cols": lambda: np.tile(keep, m),
+                "all": lambda: np.repeat(keep, m * self.dim)}[mode]()
+        mask[...] = np.packbits(full, bitorder="little")
+        return mask
+
     def forward(self, x, m, training, step, seed=None):
         self._active = training and self.layer.rate > 0
         if not self._active:
             return x
         y = self.out[:m]
-        nb = (m * self.dim + 7) // 8
         if seed is None:
             seed = _dropout_seed(self.model.seed, self.layer, self.index, step)
-        _core.dropout_forward(x.reshape(-1), y.reshape(-1), seed, self.layer.rate,
-                              self.mask[:nb])
+        self._mask = self._make_mask(m, seed)
+        _core.dropout_apply(x.reshape(-1), self._mask, y.reshape(-1), self.layer.scale)
         return y
 
     def backward(self, dy, m, need_dx):
@@ -344,14 +474,72 @@ class DropoutStage(_Stage):
         if not self._active:
             return dy
         dx = self.dx[:m]
-        nb = (m * self.dim + 7) // 8
-        _core.dropout_apply(dy.reshape(-1), self.mask[:nb], dx.reshape(-1), self.layer.scale)
+        _core.dropout_apply(dy.reshape(-1), self._mask, dx.reshape(-1), self.layer.scale)
         return dx
 
 
-class ReluStage(_Stage):
-    def __init__(self, dim):
+class GaussianDropoutStage(_Stage):
+    def __init__(self, layer, index, model):
+        self.layer, self.index, self.model = layer, index, model
+        self.dim = layer.input_dim
+
+    def allocate(self, capacity):
+        self.out = np.empty((capacity, self.dim), np.float32)
+        self.dx = np.empty((capacity, self.dim), np.float32)
+        self.noise = np.empty(capacity * self.dim, np.float32)
+
+    def forward(self, x, m, training, step, seed=None):
+        self._active = training and self.layer.rate > 0
+        if not self._active:
+            return x
+        if seed is None:
+            seed = _dropout_seed(self.model.seed, self.layer, self.index, step)
+        noise = self.noise[:m * self.dim]
+        _core.gaussian_noise(noise, seed, self.layer.stddev)
+        y = self.out[:m]
+        _core.mul(x.reshape(-1), noise, y.reshape(-1))
+        return y
+
+    def backward(self, dy, m, need_dx):
+        if not need_dx:
+            return None
+        if not self._active:
+            return dy
+        dx = self.dx[:m]
+        _core.mul(dy.reshape(-1), self.noise[:m * self.dim], dx.reshape(-1))
+        return dx
+
+
+class AlphaDropoutStage(DropoutStage):
+    def forward(self, x, m, training, step, seed=None):
+        self._active = training and self.layer.rate > 0
+        if not self._active:
+            return x
+        if seed is None:
+            seed = _dropout_seed(self.model.seed, self.layer, self.index, step)
+        nb = (m * self.dim + 7) // 8
+        self._mask = self.mask[:nb]
+        _core.dropout_mask(m * self.dim, seed, self.layer.rate, self._mask)
+        a, b = self.layer.affine
+        y = self.out[:m]
+        _core.alpha_dropout_apply(x.reshape(-1), self._mask, y.reshape(-1), a, b,
+                                  self.layer.ALPHA_P)
+        return y
+
+    def backward(self, dy, m, need_dx):
+        if not need_dx:
+            return None
+        if not self._active:
+            return dy
+        dx = self.dx[:m]
+        _core.dropout_apply(dy.reshape(-1), self._mask, dx.reshape(-1), self.layer.affine[0])
+        return dx
+
+
+class ActivationStage(_Stage):
+    def __init__(self, dim, act):
         self.dim = dim
+        self.act = act
 
     def allocate(self, capacity):
         self.out = np.empty((capacity, self.dim), np.float32)
@@ -359,12 +547,13 @@ class ReluStage(_Stage):
 
     def forward(self, x, m, training, step, seed=None):
         y = self.out[:m]
-        _core.relu(x.reshape(-1), y.reshape(-1))
+        (_core.relu if self.act == "relu" else _core.selu)(x.reshape(-1), y.reshape(-1))
         return y
 
     def backward(self, dy, m, need_dx):
         if not need_dx:
             return None
         dx = self.dx[:m]
-        _core.relu_backward(dy.reshape(-1), self.out[:m].reshape(-1), dx.reshape(-1))
+        (_core.relu_backward if self.act == "relu" else _core.selu_backward)(
+            dy.reshape(-1), self.out[:m].reshape(-1), dx.reshape(-1))
         return dx

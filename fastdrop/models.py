@@ -105,7 +105,7 @@ class Sequential:
                 continue
             if isinstance(layer, _layers.Dense):
                 return layer.declared_input_dim
-            return None
+            # shape-preserving layers (dropout variants, activations) before the first Dense
         return None
 
     def build(self, input_dim=None):
@@ -158,45 +158,53 @@ class Sequential:
             self.optimizer.build(self._params.size)
 
     def _make_stages(self):
+        L = _layers
         stages = []
-        layers = [l for l in self.layers if not isinstance(l, (_layers.Flatten, _layers.InputLayer))]
-        dropout_index = 0
+        layers = [l for l in self.layers if not isinstance(l, (L.Flatten, L.InputLayer))]
+        noise_index = 0
         i = 0
         self._final_softmax = False
+
+        def final_softmax(j):
+            if j != len(layers):
+                raise ValueError("softmax is only supported as the last activation")
+            self._final_softmax = True
+
         while i < len(layers):
             layer = layers[i]
-            if isinstance(layer, _layers.Dense):
+            if isinstance(layer, L.Dense):
                 act = layer.activation
                 j = i + 1
-                if act == "linear" and j < len(layers) and isinstance(layers[j], _layers.Activation) \
-                        and layers[j].activation in ("relu", "softmax"):
+                if act == "linear" and j < len(layers) and isinstance(layers[j], L.Activation) \
+                        and layers[j].activation != "linear":
                     act = layers[j].activation
                     j += 1
                 if act == "softmax":
-                    if j != len(layers):
-                        raise ValueError("softmax is only supported as the last activation")
-                    self._final_softmax = True
-                    stages.append(_layers.DenseStage(layer, False, None, 0, self))
+                    final_softmax(j)
+                    stages.append(L.DenseStage(layer, "linear", None, 0, self))
                     i = j
                     continue
                 drop = None
-                if j < len(layers) and isinstance(layers[j], _layers.Dropout):
+                if act in ("linear", "relu") and j < len(layers) \
+                        and type(layers[j]) is L.Dropout and layers[j].broadcast is None:
                     drop = layers[j]
-                    dropout_index += 1
+                    noise_index += 1
                     j += 1
-                stages.append(_layers.DenseStage(layer, act == "relu", drop, dropout_index, self))
+                stages.append(L.DenseStage(layer, act, drop, noise_index, self))
                 i = j
-            elif isinstance(layer, _layers.Dropout):
-                dropout_index += 1
-                stages.append(_layers.DropoutStage(layer, dropout_index, self))
+            elif isinstance(layer, (L.Dropout, L.GaussianDropout, L.AlphaDropout)):
+                noise_index += 1
+                cls = {L.Dropout: L.DropoutStage, L.GaussianDropout: L.GaussianDropoutStage,
+                       L.AlphaDropout: L.AlphaDropoutStage}[type(layer)]
+                stages.append(cls(layer, noise_index, self))
                 i += 1
-            elif isinstance(layer, _layers.Activation):
+            elif isinstance(layer, L.Activation):
                 if layer.activation == "softmax":
-                    if i != len(layers) - 1 or not stages:
+                    if not stages:
                         raise ValueError("softmax is only supported as the last activation")
-                    self._final_softmax = True
-                elif layer.activation == "relu":
-                    stages.append(_layers.ReluStage(layer.input_dim))
+                    final_softmax(i + 1)
+                elif layer.activation != "linear":
+                    stages.append(L.ActivationStage(layer.input_dim, layer.activation))
                 i += 1
             else:
                 raise TypeError(f"unsupported layer {layer!r}")

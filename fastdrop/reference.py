@@ -206,3 +206,40 @@ class ReferenceTrainer:
         for i in range(0, len(self.weights) - 2, 2):
             h = np.maximum(h @ self.weights[i] + self.weights[i + 1], 0)
         return softmax(h @ self.weights[-2] + self.weights[-1])
+
+
+# ------------------------------------------------------------------ dropout variants
+def gaussian_noise(n, seed, stddev):
+    """NumPy mirror of fd_gaussian_noise_f32: 1 + stddev*N(0,1), block b of 4096 elements
+    drawn from xoshiro256+ stream b (seeded as dropout stream b), Box–Muller on pairs."""
+    from ._reference_dropout import _GOLDEN, _mix
+    n = int(n)
+    block = 4096
+    nb = -(-n // block)
+    key = np.uint64(_mix(np.array([seed], dtype=np.uint64))[0])
+    stream = np.arange(nb, dtype=np.uint64)
+    s0, s1, s2, s3 = (_mix(key + (np.uint64(4) * stream + np.uint64(i + 1)) * _GOLDEN)
+                      for i in range(4))
+    draws = np.empty((block, nb), np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(block):
+            draws[k] = s0 + s3
+            t = s1 << np.uint64(17)
+            s2 ^= s0
+            s3 ^= s1
+            s1 ^= s2
+            s0 ^= s3
+            s2 ^= t
+            s3 = (s3 << np.uint64(45)) | (s3 >> np.uint64(19))
+    d = draws.T.reshape(nb, block // 2, 2)
+    u1 = ((d[..., 0] >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * 2.0 ** -53
+    u2 = (d[..., 1] >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
+    r = np.sqrt(-2.0 * np.log(u1))
+    z = np.stack([r * np.cos(2 * np.pi * u2), r * np.sin(2 * np.pi * u2)], axis=-1)
+    return (1.0 + stddev * z.reshape(-1)[:n]).astype(np.float32)
+
+
+def selu(x):
+    x = np.asarray(x, np.float64)
+    lam, alpha = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
+    return np.where(x > 0, lam * x, lam * alpha * np.expm1(x)).astype(np.float32)

@@ -70,7 +70,7 @@ def _mc_moments(model, x, mc_samples, seed, batch_size):
     model._ensure_capacity(cap)
     stages = model._stages
     first = stages[0]
-    shortcut = isinstance(first, _layers.DenseStage)
+    shortcut = isinstance(first, _layers.DenseStage) and first.dense.drop_connect == 0
     if shortcut:
         tiled = np.empty((cap, first.units), np.float32)
         tmask = np.empty((cap * first.units + 7) // 8, np.uint8)
