@@ -88,6 +88,12 @@ void fd_relu_backward_f32(int64_t n, float *out, const float *grad, const float 
  * layer output h = dropout(relu(z)) — h > 0 iff the unit was kept and z > 0. */
 void fd_relu_dropout_backward_f32(int64_t n, float *out, const float *grad,
                                   const float *h, float scale);
+/* Fused Dense backward through ReLU/dropout plus the bias gradient, in one pass:
+ *   relu = 1: dz = h > 0 ? grad*scale : 0   (h = layer output, after dropout if any)
+ *   relu = 0: dz = mask bit ? grad*scale : 0
+ *   db (n, may be NULL) = column sums of dz in row order (== fd_colsum_f32(dz)). */
+void fd_dense_backward_act_f32(int64_t m, int64_t n, float *dz, float *db, const float *grad,
+                               const float *h, const uint8_t *mask, float scale, int relu);
 /* out(m×n) = x + bias (row broadcast); out may alias x. */
 void fd_bias_add_f32(int64_t m, int64_t n, float *out, const float *x, const float *bias);
 /* out(n) = alpha * column sums of x(m×n) (+ beta*out), each column summed in row order */

@@ -43,6 +43,9 @@ cdef extern from "fastdrop.h" nogil:
     void fd_relu_backward_f32(int64_t n, float *out, const float *grad, const float *y)
     void fd_relu_dropout_backward_f32(int64_t n, float *out, const float *grad,
                                       const float *h, float scale)
+    void fd_dense_backward_act_f32(int64_t m, int64_t n, float *dz, float *db,
+                                   const float *grad, const float *h, const uint8_t *mask,
+                                   float scale, int relu)
     void fd_bias_add_f32(int64_t m, int64_t n, float *out, const float *x, const float *bias)
     void fd_colsum_f32(int64_t m, int64_t n, float *out, const float *x, float alpha,
                        float beta)

@@ -142,6 +142,20 @@ def relu_dropout_backward(const float[::1] grad, const float[::1] h, float[::1] 
         fd_relu_dropout_backward_f32(grad.shape[0], &out[0], &grad[0], &h[0], scale)
 
 
+def dense_backward_act(const float[:, ::1] grad, const float[:, ::1] h,
+                       const uint8_t[::1] mask, float scale, bint relu, float[:, ::1] dz,
+                       float[::1] db=None):
+    """dz = relu ? (h > 0) * grad * scale : mask * grad * scale; db = column sums of dz."""
+    cdef int64_t m = grad.shape[0], n = grad.shape[1]
+    cdef const float *ph = &h[0, 0] if h is not None else NULL
+    cdef const uint8_t *pm = &mask[0] if mask is not None else NULL
+    cdef float *pdb = &db[0] if db is not None else NULL
+    if m * n == 0:
+        return
+    with nogil:
+        fd_dense_backward_act_f32(m, n, &dz[0, 0], pdb, &grad[0, 0], ph, pm, scale, relu)
+
+
 def bias_add(const float[:, ::1] x, const float[::1] bias, float[:, ::1] out):
     if x.shape[0] * x.shape[1] == 0:
         return

@@ -18,6 +18,11 @@ from . import random as _random
 
 ACTIVATIONS = ("linear", "relu", "softmax", "selu")
 
+# Backward of Dense+ReLU/Dropout as one fused pass that also sums the bias gradient
+# (fd_dense_backward_act_f32).  False selects the unfused kernels (the tested reference
+# path; results are bitwise identical either way).
+FUSED_BACKWARD = True
+
 
 def _activation(name, arg="activation"):
     if name is None:
@@ -396,13 +401,19 @@ class DenseStage(_Stage):
         h = self.out[:m]
         mask = self._mask
         dz = self.dz[:m]
-        if self.relu and mask is not None:
-            _core.relu_dropout_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1),
-                                        self.dropout.scale)
+        bias_done = False
+        scale = self.dropout.scale if mask is not None else 1.0
+        if FUSED_BACKWARD and (self.relu or mask is not None):
+            # one pass: ReLU sign / dropout mask, and the bias gradient (column sums)
+            _core.dense_backward_act(dh, h, None if self.relu else mask, scale, self.relu, dz,
+                                     d.dbias if d.use_bias else None)
+            bias_done = True
+        elif self.relu and mask is not None:
+            _core.relu_dropout_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1), scale)
         elif self.relu:
             _core.relu_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1))
         elif mask is not None:
-            _core.dropout_apply(dh.reshape(-1), mask, dz.reshape(-1), self.dropout.scale)
+            _core.dropout_apply(dh.reshape(-1), mask, dz.reshape(-1), scale)
         elif self.act == "selu":
             _core.selu_backward(dh.reshape(-1), h.reshape(-1), dz.reshape(-1))
         else:
@@ -414,7 +425,7 @@ class DenseStage(_Stage):
             _core.dropout_apply(flat, self._wmask, flat,
                                 float(np.float32(1.0 / (1.0 - d.drop_connect))))
             w = self.wm
-        if d.use_bias:
+        if d.use_bias and not bias_done:
             _core.colsum(dz, d.dbias)
         if d.kernel_regularizer is not None:
             r = d.kernel_regularizer

@@ -505,3 +505,19 @@ def test_mc_dropout_bad_args():
     model.build()
     with pytest.raises(ValueError, match="mc_samples"):
         model.predict(np.ones((2, 20)), mc_samples=0)
+
+
+def test_fused_backward_bitwise_equals_unfused(monkeypatch):
+    from fastdrop import layers as L
+    x, y = blobs(n=200, d=30)
+    res = []
+    for fused in (True, False):
+        monkeypatch.setattr(L, "FUSED_BACKWARD", fused)
+        model = Sequential([Dense(300, activation="relu", input_dim=30), Dropout(0.5),
+                            Dense(20), Dropout(0.3), Dense(40, activation="relu"),
+                            Dense(4, activation="softmax")], seed=3)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+        res.append(model.get_weights())
+    for a, b in zip(*res):
+        np.testing.assert_array_equal(a, b)
