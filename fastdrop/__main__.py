@@ -135,6 +135,8 @@ def build_parser():
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     b.set_defaults(func=cmd_bench)
+    from .tune import add_parser as add_tune_parser
+    add_tune_parser(sub, func=cmd_tune)
     return p
 
 
