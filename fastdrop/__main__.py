@@ -81,6 +81,13 @@ def cmd_train(args):
           f"images; MLP 784-{'-'.join(map(str, args.layers))}-10, dropout {rates}, "
           f"{fastdrop.cpu_info()['isa']} kernels, {fastdrop.get_num_threads()} threads")
     cbs = [ModelCheckpoint(args.save)] if args.save else []
+    if args.lr_schedule == "cosine":
+        import math
+
+        from fastdrop.callbacks import LearningRateScheduler
+        lr0, n_ep = args.lr, args.epochs
+        cbs.append(LearningRateScheduler(
+            lambda epoch, lr: lr0 * 0.5 * (1.0 + math.cos(math.pi * epoch / n_ep))))
     t0 = time.perf_counter()
     hist = model.fit(xtr, ytr, batch_size=args.batch_size, epochs=args.epochs,
                      validation_data=(xte, yte) if args.validate else None,
@@ -111,14 +118,17 @@ def build_parser():
                                 description="fastdrop: fast dropout networks on the CPU")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a dropout MLP on Fashion-MNIST")
-    t.add_argument("--layers", type=_layer_sizes, default=[512, 512],
-                   help="hidden layer sizes, e.g. 1024,1024 (default 512,512)")
-    t.add_argument("--dropout", type=_rates, default=[0.5],
-                   help="dropout rate after each hidden layer (one value or one per layer)")
+    t.add_argument("--layers", type=_layer_sizes, default=[1024, 1024],
+                   help="hidden layer sizes (default 1024,1024)")
+    t.add_argument("--dropout", type=_rates, default=[0.3],
+                   help="dropout rate after each hidden layer (one value or one per layer; "
+                        "default 0.3)")
     t.add_argument("--input-dropout", type=float, default=0.0, help="dropout on the inputs")
-    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--epochs", type=int, default=15)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    t.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine",
+                   help="cosine: decay the learning rate to 0 over the epochs (default)")
     t.add_argument("--threads", type=int, default=0, help="threads (default: all cores)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--subset", choices=["auto", "full", "small"], default="auto",
