@@ -49,6 +49,10 @@ typedef struct {
                                   float scale);
     void (*adam)(int64_t n, float *w, const float *g, float *m, float *v, float lr_t,
                  float beta1, float beta2, float eps, float wd_lr);
+    void (*xent_rows)(int64_t r0, int64_t r1, int64_t c, const float *logits,
+                      const int64_t *labels, const float *targets, float scale, float *grad,
+                      double *loss_rows);
+    void (*softmax_rows)(int64_t r0, int64_t r1, int64_t c, float *out, const float *x);
 } fd_kernel_table;
 
 extern const fd_kernel_table *fd_kt;   /* the chosen path; set by fd_init() */
@@ -70,7 +74,12 @@ extern const fd_kernel_table *fd_kt;   /* the chosen path; set by fd_init() */
     void fd_relu_dropout_backward_##isa(int64_t n, float *out, const float *g,           \
                                         const float *h, float scale);                    \
     void fd_adam_##isa(int64_t n, float *w, const float *g, float *m, float *v,          \
-                       float lr_t, float beta1, float beta2, float eps, float wd_lr);
+                       float lr_t, float beta1, float beta2, float eps, float wd_lr);    \
+    void fd_xent_rows_##isa(int64_t r0, int64_t r1, int64_t c, const float *logits,      \
+                            const int64_t *labels, const float *targets, float scale,    \
+                            float *grad, double *loss_rows);                             \
+    void fd_softmax_rows_##isa(int64_t r0, int64_t r1, int64_t c, float *out,            \
+                               const float *x);
 
 FD_DECLARE_ISA(ref)
 #ifdef FD_HAVE_AVX2

@@ -43,3 +43,119 @@ void FD_FN(fd_adam)(int64_t n, float *FD_RESTRICT w, const float *FD_RESTRICT g,
         w[i] = w[i] - wd_lr * w[i] - lr_t * mi / (sqrtf(vi) + eps);
     }
 }
+
+/* ------------------------------------------------------------ exp and softmax */
+/* exp(x) for x <= 0 (max-subtracted logits), branch-free so that it vectorizes on every
+ * ISA: Cody–Waite reduction x = n·ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r
+ * (max relative error ~2e-7), and 2^n built in the exponent bits.  x < -87 gives 0.
+ * Plain float operations in a fixed order: the same bits on every path. */
+static inline float fd_exp_nonpos(float x) {
+    const float xc = x < -87.0f ? -87.0f : x;
+    const float t = xc * 1.44269504088896341f;
+    const float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest (|t| < 2^22) */
+    const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.3888949e-3f;
+    p = p * r + 8.3333404e-3f;
+    p = p * r + 4.1666672e-2f;
+    p = p * r + 1.6666666e-1f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { int32_t i; float f; } s;
+    s.i = ((int32_t)n + 127) << 23;
+    const float e = p * s.f;
+    return x < -87.0f ? 0.0f : e;
+}
+
+#define FD_LANES 8
+
+/* Softmax cross-entropy of rows [r0, r1): loss_rows[r] = row loss; grad (may be NULL)
+ * = scale * (softmax - target).  labels (>= 0) or dense targets.  Sums use 8 fixed
+ * partial accumulators combined in a fixed order (deterministic, vectorizable). */
+void FD_FN(fd_xent_rows)(int64_t r0, int64_t r1, int64_t c, const float *logits,
+                         const int64_t *labels, const float *targets, float scale, float *grad,
+                         double *loss_rows) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *z = logits + r * c;
+        float *g = grad ? grad + r * c : NULL;
+        float mxl[FD_LANES];
+        for (int l = 0; l < FD_LANES; l++) mxl[l] = -INFINITY;
+        int64_t j = 0;
+        for (; j + FD_LANES <= c; j += FD_LANES)
+            for (int l = 0; l < FD_LANES; l++) mxl[l] = z[j + l] > mxl[l] ? z[j + l] : mxl[l];
+        float mx = -INFINITY;
+        for (int l = 0; l < FD_LANES; l++) mx = mxl[l] > mx ? mxl[l] : mx;
+        for (; j < c; j++) mx = z[j] > mx ? z[j] : mx;
+        if (!(mx > -INFINITY && mx < INFINITY)) mx = 0.0f; /* inf/nan rows give nan */
+        float acc[FD_LANES] = {0};
+        j = 0;
+        if (g) {
+            for (; j + FD_LANES <= c; j += FD_LANES)
+                for (int l = 0; l < FD_LANES; l++) {
+                    const float e = fd_exp_nonpos(z[j + l] - mx);
+                    g[j + l] = e;
+                    acc[l] += e;
+                }
+        } else {
+            for (; j + FD_LANES <= c; j += FD_LANES)
+                for (int l = 0; l < FD_LANES; l++) acc[l] += fd_exp_nonpos(z[j + l] - mx);
+        }
+        float sum = 0.0f;
+        for (int l = 0; l < FD_LANES; l++) sum += acc[l];
+        for (; j < c; j++) {
+            const float e = fd_exp_nonpos(z[j] - mx);
+            if (g) g[j] = e;
+            sum += e;
+        }
+        const double lse = (double)mx + log((double)sum);
+        double loss;
+        if (labels) {
+            loss = lse - (double)z[labels[r]];
+        } else {
+            const float *t = targets + r * c;
+            loss = 0.0;
+            for (int64_t k = 0; k < c; k++)
+                if (t[k] != 0.0f) loss += (double)t[k] * (lse - (double)z[k]);
+        }
+        loss_rows[r] = loss;
+        if (g) {
+            const float inv = 1.0f / sum;
+            if (labels) {
+                const int64_t y = labels[r];
+                for (int64_t k = 0; k < c; k++) g[k] = g[k] * inv * scale;
+                g[y] = (g[y] - scale);  /* p*scale - 1*scale */
+            } else {
+                const float *t = targets + r * c;
+                for (int64_t k = 0; k < c; k++) g[k] = (g[k] * inv - t[k]) * scale;
+            }
+        }
+    }
+}
+
+/* Row-wise softmax of rows [r0, r1). */
+void FD_FN(fd_softmax_rows)(int64_t r0, int64_t r1, int64_t c, float *out, const float *x) {
+    for (int64_t r = r0; r < r1; r++) {
+        const float *z = x + r * c;
+        float *o = out + r * c;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < c; j++) mx = z[j] > mx ? z[j] : mx;
+        if (!(mx > -INFINITY && mx < INFINITY)) mx = 0.0f;
+        float acc[FD_LANES] = {0};
+        int64_t j = 0;
+        for (; j + FD_LANES <= c; j += FD_LANES)
+            for (int l = 0; l < FD_LANES; l++) {
+                const float e = fd_exp_nonpos(z[j + l] - mx);
+                o[j + l] = e;
+                acc[l] += e;
+            }
+        float sum = 0.0f;
+        for (int l = 0; l < FD_LANES; l++) sum += acc[l];
+        for (; j < c; j++) {
+            const float e = fd_exp_nonpos(z[j] - mx);
+            o[j] = e;
+            sum += e;
+        }
+        const float inv = 1.0f / sum;
+        for (j = 0; j < c; j++) o[j] *= inv;
+    }
+}

@@ -122,68 +122,43 @@ void fd_dense_backward_act_f32(int64_t m, int64_t n, float *dz, float *db, const
 }
 
 /* ------------------------------------------------------------------- losses */
-/* One row of softmax cross-entropy against a target distribution given either by a
- * label (label >= 0) or a dense target row.  Returns the row loss. */
-static double xent_row(int64_t c, const float *z, int64_t label, const float *t, float scale,
-                       float *g) {
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < c; j++) mx = z[j] > mx ? z[j] : mx;
-    if (!(mx > -INFINITY && mx < INFINITY)) mx = 0.0f; /* inf/nan rows propagate nan */
-    double sum = 0.0;
-    if (g) {
-        for (int64_t j = 0; j < c; j++) {
-            float e = expf(z[j] - mx); /* z - mx <= 0: no overflow */
-            g[j] = e;
-            sum += (double)e;
-        }
-    } else {
-        for (int64_t j = 0; j < c; j++) sum += (double)expf(z[j] - mx);
-    }
-    double lse = (double)mx + log(sum);
-    double loss = 0.0;
-    if (label >= 0) {
-        loss = lse - (double)z[label];
-    } else {
-        for (int64_t j = 0; j < c; j++)
-            if (t[j] != 0.0f) loss += (double)t[j] * (lse - (double)z[j]);
-    }
-    if (g) {
-        const float inv = (float)(1.0 / sum);
-        if (label >= 0) {
-            const float e_label = g[label];
-            for (int64_t j = 0; j < c; j++) g[j] = g[j] * inv * scale;
-            g[label] = (e_label * inv - 1.0f) * scale;
-        } else {
-            for (int64_t j = 0; j < c; j++) g[j] = (g[j] * inv - t[j]) * scale;
-        }
-    }
-    return loss;
-}
-
-/* Row losses are computed in parallel into a buffer, then summed in row order. */
+/* Row losses are computed in parallel (contiguous row ranges per thread, per-ISA row
+ * kernel) into a buffer, then summed in row order. */
 static double xent(int64_t n, int64_t c, const float *logits, const int64_t *labels,
                    const float *targets, float scale, float *grad, float *loss_rows) {
+    fd_init();
     double stackbuf[512];
     double *rows = n <= 512 ? stackbuf : (double *)malloc(sizeof(double) * (size_t)n);
     double total = 0.0;
-    if (!rows) { /* out of memory for the row buffer: serial, same order */
+    if (!rows) { /* out of memory for the row buffer: one row at a time, same order */
         for (int64_t r = 0; r < n; r++) {
-            double l = xent_row(c, logits + r * c, labels ? labels[r] : -1,
-                                targets ? targets + r * c : NULL, scale,
-                                grad ? grad + r * c : NULL);
+            double l;
+            fd_kt->xent_rows(0, 1, c, logits + r * c, labels ? labels + r : NULL,
+                             targets ? targets + r * c : NULL, scale,
+                             grad ? grad + r * c : NULL, &l);
             if (loss_rows) loss_rows[r] = (float)l;
             total += l;
         }
         return total;
     }
-    int nt = fd_threads_for(n * c, 1 << 14);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    const fd_kernel_table *kt = fd_kt;
+    int nt = fd_threads_for(n * c, 1 << 15);
+    if (nt > n) nt = (int)n;
+    if (nt <= 1) {
+        kt->xent_rows(0, n, c, logits, labels, targets, scale, grad, rows);
+    } else {
+#pragma omp parallel num_threads(nt)
+        {
+            int t = 0, T = 1;
+            FD_OMP_IDS(t, T);
+            int64_t r0 = n * t / T, r1 = n * (t + 1) / T;
+            if (r1 > r0) kt->xent_rows(r0, r1, c, logits, labels, targets, scale, grad, rows);
+        }
+    }
     for (int64_t r = 0; r < n; r++) {
-        rows[r] = xent_row(c, logits + r * c, labels ? labels[r] : -1,
-                           targets ? targets + r * c : NULL, scale, grad ? grad + r * c : NULL);
+        total += rows[r];
         if (loss_rows) loss_rows[r] = (float)rows[r];
     }
-    for (int64_t r = 0; r < n; r++) total += rows[r];
     if (rows != stackbuf) free(rows);
     return total;
 }
@@ -201,18 +176,20 @@ double fd_softmax_xent_targets_f32(int64_t n, int64_t c, const float *logits,
 }
 
 void fd_softmax_f32(int64_t n, int64_t c, float *out, const float *x) {
-    int nt = fd_threads_for(n * c, 1 << 14);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < n; r++) {
-        const float *z = x + r * c;
-        float *o = out + r * c;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < c; j++) mx = z[j] > mx ? z[j] : mx;
-        if (!(mx > -INFINITY) && !(mx < INFINITY)) mx = 0.0f;
-        double sum = 0.0;
-        for (int64_t j = 0; j < c; j++) sum += exp((double)z[j] - (double)mx);
-        double inv = 1.0 / sum;
-        for (int64_t j = 0; j < c; j++) o[j] = (float)(exp((double)z[j] - (double)mx) * inv);
+    fd_init();
+    const fd_kernel_table *kt = fd_kt;
+    int nt = fd_threads_for(n * c, 1 << 15);
+    if (nt > n) nt = (int)n;
+    if (nt <= 1) {
+        kt->softmax_rows(0, n, c, out, x);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    {
+        int t = 0, T = 1;
+        FD_OMP_IDS(t, T);
+        int64_t r0 = n * t / T, r1 = n * (t + 1) / T;
+        if (r1 > r0) kt->softmax_rows(r0, r1, c, out, x);
     }
 }
 
