@@ -152,6 +152,8 @@ extensions = [
     Extension(
         "fastdrop._core",
         ["fastdrop/_core.pyx"],
+        # every C source and header: a change to any of them relinks the extension
+        depends=sorted(glob.glob("csrc/**/*.[ch]", recursive=True)) + ["fastdrop/_core.pxd"],
         include_dirs=["csrc", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -14,7 +14,6 @@ import sys
 import numpy as np
 import pytest
 
-import fastdrop  # noqa: F401
 from fastdrop import _core
 from fastdrop import kernels as K
 from fastdrop import reference as R
@@ -246,6 +245,42 @@ def test_thread_count_does_not_change_bits(isa, threads, n):
         np.testing.assert_array_equal(mask, results[0][1])
         np.testing.assert_array_equal(mask_only, results[0][1])
         assert bits_equal(g, results[0][3])
+
+
+@functools.lru_cache(maxsize=1)
+def large_case():
+    """A tensor whose output (> 32 MB) takes the non-temporal store path."""
+    n = (33 << 20) // 4 + 13
+    x = data(n, 11)
+    y, mask = R.dropout(x, 0.3, SEED)
+    return x, y, mask
+
+
+@pytest.mark.parametrize("offset", [0, 1, 4])
+def test_large_tensor_any_alignment(isa, threads, offset):
+    """Streaming stores write whole 64-byte lines; out at every alignment still gets the
+    exact bits (NumPy buffers are only 16-byte aligned; offset 1 = 4-byte aligned)."""
+    x, y_want, mask_want = large_case()
+    n = x.size
+    buf = np.zeros(n + 16, np.float32)
+    out = buf[offset:offset + n]
+    for t in (1, 2):
+        threads(t)
+        buf[:] = 7.0
+        y, mask = K.dropout(x, 0.3, SEED, out=out)
+        np.testing.assert_array_equal(mask, mask_want)
+        assert bits_equal(out, y_want), (t, offset)
+        assert (buf[:offset] == 7.0).all() and (buf[offset + n:] == 7.0).all()
+        buf[:] = 7.0
+        K.dropout_backward(x, mask, 0.3, out=out)
+        assert bits_equal(out, y_want), (t, offset)
+        assert (buf[:offset] == 7.0).all() and (buf[offset + n:] == 7.0).all()
+        out[:] = x  # in place
+        K.dropout(out, 0.3, SEED, out=out)
+        assert bits_equal(out, y_want), (t, offset)
+        out[:] = x
+        K.dropout_backward(out, mask, 0.3, out=out)
+        assert bits_equal(out, y_want), (t, offset)
 
 
 def test_every_isa_gives_the_same_bits():

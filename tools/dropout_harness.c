@@ -11,10 +11,11 @@
  *   gcc -O3 -std=c11 -fopenmp -Icsrc -DFD_HAVE_AVX2 -DFD_HAVE_AVX512 tools/dropout_harness.c \
  *       /tmp/d.o /tmp/dr.o /tmp/d2.o /tmp/d5.o -o /tmp/dropout_harness && /tmp/dropout_harness
  *
- * (add -shared -fPIC to every line and drop main with -DHARNESS_LIB for a ctypes library).
+ * (-DHARNESS_LIB drops main and the checks, leaving the stubs and harness_set()).
  * Checks: ref == avx2 == avx512 bitwise, for 1 and 2 threads, many n and rates, mask
  * only / forward / forward without mask / in place / apply; the known-answer vector of
- * tests/test_dropout.py.  Then prints G elements/s and GB/s per path next to memcpy.
+ * tests/test_dropout.py; the non-temporal path (> 32 MB) at every output misalignment.
+ * `dropout_harness bench` then prints G elements/s and GB/s per path next to memcpy.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
@@ -138,6 +139,31 @@ static void check_paths(void) {
     for (int i = 0; i < 3; i++) free(y[i]), free(m[i]);
 }
 
+/* Large tensors (non-temporal path) at every output misalignment 0..15 floats, against ref. */
+static void check_streaming(void) {
+    const int64_t n = (INT64_C(33) << 20) / 4 + 13;
+    float *x = malloc((n + 16) * 4), *want = malloc(n * 4), *buf = malloc((n + 16) * 4 + 64);
+    uint8_t *mw = malloc(n / 8 + 1), *m = malloc(n / 8 + 1);
+    for (int64_t j = 0; j < n; j++) x[j] = (float)(j % 1013) - 500.0f;
+    const uint32_t thr = fd_dropout_threshold(0.3);
+    harness_set(FD_ISA_REF, 1);
+    fd_dropout_forward_f32(n, want, x, 77, thr, 1.25f, mw);
+    for (int isa = 1; isa < 3; isa++)
+        for (int threads = 1; threads <= 2; threads++)
+            for (int mis = 0; mis < 16; mis += (threads == 1 ? 1 : 5)) {
+                harness_set(isa, threads);
+                float *out = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63) + mis;
+                fd_dropout_forward_f32(n, out, x, 77, thr, 1.25f, m);
+                CHECK(memcmp(out, want, n * 4) == 0 && memcmp(m, mw, (n + 7) / 8) == 0,
+                      "stream forward isa %d threads %d misalign %d", isa, threads, mis);
+                memset(out, 0, n * 4);
+                fd_dropout_apply_f32(n, out, x, mw, 1.25f);
+                CHECK(memcmp(out, want, n * 4) == 0, "stream apply isa %d threads %d misalign %d",
+                      isa, threads, mis);
+            }
+    free(x), free(want), free(buf), free(mw), free(m);
+}
+
 static double best_of(int reps, void (*fn)(void *), void *arg) {
     double best = 1e30;
     for (int r = 0; r < reps; r++) {
@@ -185,10 +211,12 @@ static void bench(void) {
                 for (j.what = 1; j.what <= 3; j.what++) {
                     const double t = best_of(j.what == 1 && isa == 0 ? 3 : reps, run_job, &j);
                     const double bytes = j.what == 3 ? n / 8.0 : 8.0 * n + n / 8.0;
-                    printf("n=%9ld threads=%d %-6s %-7s %6.2f Gelem/s %7.2f GB/s  %.2fx memcpy\n",
-                           (long)n, threads, fd_isa_name(isa),
+                    printf("n=%9ld threads=%d %-6s %-7s %6.2f Gelem/s %7.2f GB/s", (long)n,
+                           threads, fd_isa_name(isa),
                            j.what == 1 ? "forward" : j.what == 2 ? "apply" : "mask", n / t / 1e9,
-                           bytes / t / 1e9, tm / t * (j.what == 3 ? 1 : 1));
+                           bytes / t / 1e9);
+                    if (j.what != 3) printf("  %.2fx memcpy time", tm / t);
+                    printf("\n");
                 }
             }
         }
@@ -205,6 +233,7 @@ int main(int argc, char **argv) {
     fd_init();
     check_known_answer();
     check_paths();
+    check_streaming();
     printf("%s (%d failures)\n", failures ? "FAILED" : "all checks passed", failures);
     if (argc > 1 && strcmp(argv[1], "bench") == 0) bench();
     return failures != 0;
