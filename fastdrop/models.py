@@ -443,6 +443,8 @@ class Sequential:
             seen = 0
             logs = {}
             for b in range(steps):
+                for cb in cbs:
+                    cb.on_train_batch_begin(b)
                 lo, hi = b * bs, min((b + 1) * bs, n)
                 m = hi - lo
                 if order is not None:
@@ -473,6 +475,10 @@ class Sequential:
                 if want_acc:
                     logs["accuracy"] = correct / seen
                 bar.update(b + 1, seen, logs)
+                for cb in cbs:
+                    cb.on_train_batch_end(b, logs)
+                if self.stop_training:
+                    break
             if xv is not None:
                 vl = self._evaluate_arrays(xv, yv, max(bs, 256))
                 logs["val_loss"] = vl[0]

@@ -13,7 +13,8 @@
 void FD_FN(fd_relu)(int64_t n, float *out, const float *x) {
     for (int64_t i = 0; i < n; i++) {
         float v = x[i];
-        out[i] = v > 0.0f ? v : 0.0f;
+        /* +0 for x <= 0 (also -0); NaN propagates, as numpy.maximum and PyTorch do */
+        out[i] = v > 0.0f ? v : (v != v ? v : 0.0f);
     }
 }
 
