@@ -278,11 +278,6 @@ _OMP_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not fastdrop.cpu_info()["openmp"], reason="built without OpenMP")
-@pytest.mark.xfail(strict=True, reason="BUG csrc/gemm/frame.c run_job: `#pragma omp parallel "
-                   "num_threads(nt)` then a tm x tn grid indexed by omp_get_thread_num() "
-                   "assumes the team has nt threads; when OpenMP grants fewer "
-                   "(OMP_THREAD_LIMIT, OMP_DYNAMIC=true, nested parallelism) the blocks of "
-                   "the missing threads are never computed (C left as it was)")
 @pytest.mark.parametrize("env", ["OMP_THREAD_LIMIT=1", "OMP_THREAD_LIMIT=3",
                                  "OMP_DYNAMIC=true"])
 def test_gemm_correct_when_openmp_grants_fewer_threads(env):

@@ -2,18 +2,21 @@
  * threads.  Only the micro-kernels (ukr_<isa>_<MR>x<NR>.c) are ISA-specific.
  *
  * Paths, chosen from the shape alone (never from the thread count):
- *   dot      n <= 16, op(A) rows contiguous (trans_a = 0), k >= 16: every C element is a
- *            k-vectorised dot product of an A row with a B column (B packed n×k once);
- *            A is read in place, no lane is wasted on the narrow n.
+ *   dot      trans_a = 0, k >= 16, and n <= 16 or (trans_b and m <= 32): every C element
+ *            is a k-vectorised dot product of an A row and a row of Bt = op(B)ᵀ (B itself
+ *            when trans_b, else a small n×k transpose made by each thread).  A is read
+ *            in place, no lane is wasted on a narrow n, small batches skip packing Bᵀ.
  *   swapped  n <= 16 otherwise (m > n): Cᵀ = op(B)ᵀ·op(A)ᵀ through the micro-kernel, so
  *            the long m side fills the vector lanes; tiles are written back transposed.
  *   generic  the Goto loop nest jc(NC) → pc(KC) → ic(MC) → jr(NR) → ir(MR).
+ * In the last two, when the computed A has <= 32 rows and op(B) rows are contiguous,
+ * packing B would not pay: the ukr_ub kernel (gemm_ext.h) reads B in place.
  *
  * Threads own disjoint rectangles of C (a tm × tn grid of whole MR×NR tiles) and pack
  * their own panels: no barriers, no shared buffers, and K is never split.  Every C
  * element is summed over the same KC blocks in the same order by the same kernel code
  * whichever thread computes it, so results are bitwise identical for any thread count. */
-#include "internal.h"
+#include "gemm_ext.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,36 +25,21 @@
 
 #define FD_SKINNY_N 16          /* n at or below which the dot / swapped paths run   */
 #define FD_DOT_MIN_K 16         /* shorter dot products waste lanes: use swapped      */
-#define FD_GEMM_GRAIN (1 << 19) /* multiply-adds per thread before a 2nd thread helps */
-#define FD_DOT_ROWS 16          /* rows per dot-kernel call (local result tile)       */
+#define FD_DOT_MAX_M 32         /* trans_b with m <= this: dot path (no B transpose)  */
+#define FD_DIRECT_B_MAX_M 32    /* computed m <= this: B read in place, not packed    */
+#define FD_GEMM_GRAIN (1 << 18) /* multiply-adds per thread before a 2nd thread helps */
+#define FD_DOT_ROWS 24          /* rows per dot-kernel call (local result tile)       */
 
-/* ---------------------------------------------------- skinny-n dot kernels */
-/* D(m×n) = A(m×k)·Btᵀ, Bt n×k; rows of A and Bt are contiguous along k (strides lda,
- * ldbt); D row stride ldd; n <= FD_SKINNY_N.  Defined beside each ISA's micro-kernel;
- * kept out of fd_gemm_params (internal.h) and looked up here by ISA. */
-typedef void (*fd_gemm_dot_fn)(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                               const float *bt, int64_t ldbt, float *d, int64_t ldd);
-void fd_gemm_dot_ref(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                     const float *bt, int64_t ldbt, float *d, int64_t ldd);
-#ifdef FD_HAVE_AVX2
-void fd_gemm_dot_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                      const float *bt, int64_t ldbt, float *d, int64_t ldd);
-#endif
-#ifdef FD_HAVE_AVX512
-void fd_gemm_dot_avx512(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
-                        const float *bt, int64_t ldbt, float *d, int64_t ldd);
-#endif
-
-static fd_gemm_dot_fn dot_kernel(int isa)
+static const fd_gemm_ext *ext_kernels(int isa)
 {
     switch (isa) {
 #ifdef FD_HAVE_AVX512
-    case FD_ISA_AVX512: return fd_gemm_dot_avx512;
+    case FD_ISA_AVX512: return &fd_gemm_ext_avx512;
 #endif
 #ifdef FD_HAVE_AVX2
-    case FD_ISA_AVX2: return fd_gemm_dot_avx2;
+    case FD_ISA_AVX2: return &fd_gemm_ext_avx2;
 #endif
-    default: return fd_gemm_dot_ref;
+    default: return &fd_gemm_ext_ref;
     }
 }
 
@@ -139,37 +127,66 @@ static inline void transpose4(const float *src, int64_t ss, float *dst, int64_t 
 }
 #endif
 
-/* Panel dst(kc × W), row p = dst + p*W: dst[p*W + i] = src[p*sk + i*sw] for i < w, zero
- * for w <= i < W.  A panels are (k × MR) = op(A)ᵀ slivers, B panels (k × NR). */
-static void pack_panel(int64_t kc, int64_t w, int W, const float *FD_RESTRICT src, int64_t sk,
-                       int64_t sw, float *FD_RESTRICT dst)
+/* GCC turns short copy/zero loops into memcpy/memset calls: one call per 56–128-byte
+ * panel row costs as much as the copy itself. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FD_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define FD_NO_LIBCALLS
+#endif
+
+/* Panels are kc × W, one cache line more apart than their size: with a power-of-two
+ * size, the rows a copy writes across the panels would all land in the same L1 sets.
+ * (With NR a multiple of 16, B panels stay 64-byte aligned for aligned vector loads.) */
+static int64_t panel_stride(int64_t kc, int W) { return kc * W + 16; }
+
+/* Panels of a block of op(X) (extent × kc, element (i, p) at src[p*sk + i*sw]), W wide:
+ * panel q at dst + q*panel_stride, dst[q*panel_stride + p*W + i] = X(q*W + i, p), zero
+ * past extent.  A blocks give MR-wide panels (op(A) slivers), B blocks NR-wide ones. */
+FD_NO_LIBCALLS static void pack_block(int64_t kc, int64_t extent, int W,
+                                      const float *FD_RESTRICT src, int64_t sk, int64_t sw,
+                                      float *FD_RESTRICT dst)
 {
-    if (sw == 1) { /* rows of the panel are contiguous in src */
-        if (w == W) {
-            for (int64_t p = 0; p < kc; p++)
-                for (int i = 0; i < W; i++) dst[p * W + i] = src[p * sk + i];
-        } else {
-            for (int64_t p = 0; p < kc; p++) {
-                for (int64_t i = 0; i < w; i++) dst[p * W + i] = src[p * sk + i];
-                for (int64_t i = w; i < W; i++) dst[p * W + i] = 0.0f;
+    const int64_t full = extent / W, rem = extent % W, pstride = panel_stride(kc, W);
+    if (sw == 1) { /* source rows run across the panels: read each one once, in order */
+        for (int64_t p = 0; p < kc; p++) {
+            const float *s = src + p * sk;
+            float *d = dst + p * W;
+            for (int64_t q = 0; q < full; q++)
+                for (int i = 0; i < W; i++) d[q * pstride + i] = s[q * W + i];
+            if (rem) {
+                for (int64_t i = 0; i < rem; i++) d[full * pstride + i] = s[full * W + i];
+                for (int64_t i = rem; i < W; i++) d[full * pstride + i] = 0.0f;
             }
         }
         return;
     }
-    if (sk == 1) { /* columns of the panel are contiguous in src: transpose 4×4 blocks */
-        int64_t w4 = w & ~(int64_t)3, p = 0;
-        for (; p + 4 <= kc; p += 4)
-            for (int64_t i = 0; i < w4; i += 4) transpose4(src + i * sw + p, sw, dst + p * W + i, W);
-        for (; p < kc; p++)
-            for (int64_t i = 0; i < w4; i++) dst[p * W + i] = src[i * sw + p];
-        for (int64_t i = w4; i < w; i++)
-            for (int64_t q = 0; q < kc; q++) dst[q * W + i] = src[i * sw + q];
-    } else {
+    for (int64_t q = 0; q * W < extent; q++) {
+        const float *s = src + q * W * sw;
+        float *d = dst + q * pstride;
+        const int64_t w = q < full ? W : rem;
+        if (sk == 1) { /* each panel column is contiguous in src: transpose 4×4 blocks,
+                        * a whole 64-byte line of each source row at a time (rows 4 KiB
+                        * apart share L1 sets: a line must not be needed twice) */
+            const int64_t w4 = w & ~(int64_t)3;
+            int64_t p = 0;
+            for (; p + 16 <= kc; p += 16)
+                for (int64_t i = 0; i < w4; i += 4)
+                    for (int u = 0; u < 16; u += 4)
+                        transpose4(s + i * sw + p + u, sw, d + (p + u) * W + i, W);
+            for (; p + 4 <= kc; p += 4)
+                for (int64_t i = 0; i < w4; i += 4) transpose4(s + i * sw + p, sw, d + p * W + i, W);
+            for (; p < kc; p++)
+                for (int64_t i = 0; i < w4; i++) d[p * W + i] = s[i * sw + p];
+            for (int64_t i = w4; i < w; i++)
+                for (int64_t r = 0; r < kc; r++) d[r * W + i] = s[i * sw + r];
+        } else {
+            for (int64_t p = 0; p < kc; p++)
+                for (int64_t i = 0; i < w; i++) d[p * W + i] = s[p * sk + i * sw];
+        }
         for (int64_t p = 0; p < kc; p++)
-            for (int64_t i = 0; i < w; i++) dst[p * W + i] = src[p * sk + i * sw];
+            for (int64_t i = w; i < W; i++) d[p * W + i] = 0.0f;
     }
-    for (int64_t p = 0; p < kc; p++)
-        for (int64_t i = w; i < W; i++) dst[p * W + i] = 0.0f;
 }
 
 /* ---------------------------------------------------------------- epilogue */
@@ -195,7 +212,7 @@ static void apply_epilogue(float *c, int64_t ldc, int64_t r0, int64_t c0, int64_
             const uint64_t bit0 = (uint64_t)(r0 + r) * (uint64_t)n + (uint64_t)c0;
             for (int64_t j = 0; j < cols; j++) {
                 const uint64_t bit = bit0 + (uint64_t)j;
-                row[j] *= (ep->mask[bit >> 3] >> (bit & 7)) & 1 ? ep->mask_scale : 0.0f;
+                row[j] = (ep->mask[bit >> 3] >> (bit & 7)) & 1 ? row[j] * ep->mask_scale : 0.0f;
             }
         }
     }
@@ -231,6 +248,9 @@ typedef struct {
     float *c;
     int64_t ldc;
     int transposed;    /* computed (i, j) is C(j, i): the swapped path            */
+    int direct_b;      /* op(B) rows contiguous and too few rows of A to pay for
+                          packing B: x->ukr_ub reads B in place                  */
+    const fd_gemm_ext *x;
     int64_t c_n;       /* n of the real C (mask bit stride)                       */
     const fd_epilogue *ep;
 } fd_gemm_job;
@@ -246,66 +266,81 @@ static int64_t kc_block(const fd_gemm_params *P, int64_t k)
     return kc < P->kc ? kc : P->kc;
 }
 
+/* One B panel (kc × NR, computed columns [j, j+nr); packed, or B itself when direct_b)
+ * against the packed A panels of
+ * computed rows [ic, ic+mc).  Transposed jobs go through the local tile tbuf (MR4 × NR,
+ * MR4 = MR rounded up to 4) and its transpose tt (NR × MR4). */
+static void panel_tiles(const fd_gemm_params *P, const fd_gemm_job *J, const float *abuf,
+                        const float *bp, int64_t ic, int64_t mc, int64_t j, int64_t nr,
+                        int64_t kc, int first, int last, float *tbuf)
+{
+    const fd_gemm_ukr_ub_fn ukr_ub = J->direct_b ? J->x->ukr_ub : NULL;
+    const int MR = P->mr, NR = P->nr, MR4 = (P->mr + 3) & ~3;
+    const int ep = last && epilogue_active(J->ep);
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+        const int64_t mr = min64(MR, mc - ir), i = ic + ir;
+        const float *ap = abuf + ir / MR * panel_stride(kc, MR);
+        if (!J->transposed) {
+            float *ct = J->c + i * J->ldc + j;
+            if (ukr_ub)
+                ukr_ub(kc, J->alpha, ap, bp, J->b.rs, first ? J->beta : 1.0f, ct, J->ldc, mr, nr);
+            else
+                P->ukr(kc, J->alpha, ap, bp, first ? J->beta : 1.0f, ct, J->ldc, mr, nr);
+            if (ep) apply_epilogue(ct, J->ldc, i, j, mr, nr, J->c_n, J->ep);
+            continue;
+        }
+        /* computed tile (mr × nr) is C(j.., i..) transposed: nr × mr */
+        float *tt = tbuf + MR4 * NR;
+        if (ukr_ub)
+            ukr_ub(kc, 1.0f, ap, bp, J->b.rs, 0.0f, tbuf, NR, mr, nr);
+        else
+            P->ukr(kc, 1.0f, ap, bp, 0.0f, tbuf, NR, mr, nr);
+        for (int64_t q = 0; q < mr; q += 4)
+            for (int64_t r = 0; r < nr; r += 4) transpose4(tbuf + q * NR + r, NR, tt + r * MR4 + q, MR4);
+        float *ct = J->c + j * J->ldc + i;
+        if (first) {
+            store_tile(ct, J->ldc, j, i, nr, mr, tt, MR4, 1, J->alpha, J->beta, J->c_n,
+                       last ? J->ep : NULL);
+        } else {
+            for (int64_t r = 0; r < nr; r++)
+                for (int64_t q = 0; q < mr; q++) ct[r * J->ldc + q] += J->alpha * tt[r * MR4 + q];
+            if (ep) apply_epilogue(ct, J->ldc, j, i, nr, mr, J->c_n, J->ep);
+        }
+    }
+}
+
 /* Computed-space rectangle [i0, i1) × [j0, j1), all k: the Goto loop nest. */
 static void run_block(const fd_gemm_params *P, const fd_gemm_job *J, int64_t i0, int64_t i1,
                       int64_t j0, int64_t j1)
 {
-    const int MR = P->mr, NR = P->nr;
+    const int MR = P->mr, NR = P->nr, MR4 = (P->mr + 3) & ~3;
     const int64_t KC = kc_block(P, J->k);
     const int64_t kc_max = min64(J->k, KC);
     const int64_t mc_max = min64(div_up(i1 - i0, MR) * MR, P->mc);
     const int64_t nc_max = min64(div_up(j1 - j0, NR) * NR, P->nc);
-    const int64_t a_size = (mc_max * kc_max + 15) & ~(int64_t)15; /* 64-byte multiples */
-    const int64_t b_size = (kc_max * nc_max + 15) & ~(int64_t)15;
-    float *abuf = pack_buffer((size_t)(a_size + b_size + MR * NR));
+    const int64_t a_size = (mc_max / MR * panel_stride(kc_max, MR) + 15) & ~(int64_t)15;
+    const int64_t b_size = J->direct_b ? 0 : nc_max / NR * panel_stride(kc_max, NR);
+    float *abuf = pack_buffer((size_t)(a_size + b_size + 2 * MR4 * NR));
     float *bbuf = abuf + a_size;
-    float *tbuf = bbuf + b_size; /* transposed path: the MR×NR result tile */
-    const int ep = epilogue_active(J->ep);
+    float *tbuf = bbuf + b_size;
 
     for (int64_t jc = j0; jc < j1; jc += P->nc) {
         const int64_t nc = min64(P->nc, j1 - jc);
         for (int64_t pc = 0; pc < J->k; pc += KC) {
             const int64_t kc = min64(KC, J->k - pc);
             const int first = pc == 0, last = pc + kc == J->k;
+            const float *bsrc = J->b.p + pc * J->b.rs + jc; /* direct_b: cs == 1 */
             /* B(pc.., jc..) kc × nc → NR-wide panels, kc×NR each */
-            for (int64_t jr = 0; jr < nc; jr += NR)
-                pack_panel(kc, min64(NR, nc - jr), NR,
-                           J->b.p + pc * J->b.rs + (jc + jr) * J->b.cs, J->b.rs, J->b.cs,
-                           bbuf + jr * kc);
+            if (!J->direct_b)
+                pack_block(kc, nc, NR, J->b.p + pc * J->b.rs + jc * J->b.cs, J->b.rs, J->b.cs, bbuf);
             for (int64_t ic = i0; ic < i1; ic += P->mc) {
                 const int64_t mc = min64(P->mc, i1 - ic);
                 /* A(ic.., pc..) mc × kc → MR-tall panels, kc×MR each */
-                for (int64_t ir = 0; ir < mc; ir += MR)
-                    pack_panel(kc, min64(MR, mc - ir), MR,
-                               J->a.p + (ic + ir) * J->a.rs + pc * J->a.cs, J->a.cs, J->a.rs,
-                               abuf + ir * kc);
-                for (int64_t jr = 0; jr < nc; jr += NR) {
-                    const int64_t nr = min64(NR, nc - jr), j = jc + jr;
-                    const float *bp = bbuf + jr * kc;
-                    for (int64_t ir = 0; ir < mc; ir += MR) {
-                        const int64_t mr = min64(MR, mc - ir), i = ic + ir;
-                        const float *ap = abuf + ir * kc;
-                        if (!J->transposed) {
-                            float *ct = J->c + i * J->ldc + j;
-                            P->ukr(kc, J->alpha, ap, bp, first ? J->beta : 1.0f, ct, J->ldc,
-                                   mr, nr);
-                            if (last && ep) apply_epilogue(ct, J->ldc, i, j, mr, nr, J->c_n, J->ep);
-                        } else {
-                            /* tile (mr × nr) lands in C as nr × mr at C(j, i) */
-                            P->ukr(kc, 1.0f, ap, bp, 0.0f, tbuf, NR, mr, nr);
-                            float *ct = J->c + j * J->ldc + i;
-                            if (first) {
-                                store_tile(ct, J->ldc, j, i, nr, mr, tbuf, 1, NR, J->alpha,
-                                           J->beta, J->c_n, last ? J->ep : NULL);
-                            } else {
-                                for (int64_t r = 0; r < nr; r++)
-                                    for (int64_t q = 0; q < mr; q++)
-                                        ct[r * J->ldc + q] += J->alpha * tbuf[q * NR + r];
-                                if (last && ep) apply_epilogue(ct, J->ldc, j, i, nr, mr, J->c_n, J->ep);
-                            }
-                        }
-                    }
-                }
+                pack_block(kc, mc, MR, J->a.p + ic * J->a.rs + pc * J->a.cs, J->a.cs, J->a.rs, abuf);
+                for (int64_t jr = 0; jr < nc; jr += NR)
+                    panel_tiles(P, J, abuf,
+                                J->direct_b ? bsrc + jr : bbuf + jr / NR * panel_stride(kc, NR),
+                                ic, mc, jc + jr, min64(NR, nc - jr), kc, first, last, tbuf);
             }
         }
     }
@@ -353,49 +388,88 @@ static void run_job(const fd_gemm_params *P, const fd_gemm_job *J)
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        const int ti = t / tn, tj = t % tn;
-        const int64_t i0 = min64(J->m, mt * ti / tm * P->mr), i1 = min64(J->m, mt * (ti + 1) / tm * P->mr);
-        const int64_t j0 = min64(J->n, ntl * tj / tn * P->nr), j1 = min64(J->n, ntl * (tj + 1) / tn * P->nr);
-        if (i0 < i1 && j0 < j1) run_block(P, J, i0, i1, j0, j1);
-    }
-}
-
-/* ---------------------------------------------------------------- dot path */
-static void run_dot(int trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float *a,
-                    int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc,
-                    const fd_epilogue *ep)
-{
-    const fd_gemm_dot_fn dot = dot_kernel(fd_kt->isa);
-    const float *bt = b;
-    int64_t ldbt = ldb;
-    if (!trans_b) { /* B(k×n) → Bt(n×k); rows 64-byte aligned, an odd number of lines
-                     * apart so they do not share L1 sets */
-        ldbt = ((k + 15) & ~(int64_t)15) | 16;
-        float *t = pack_buffer((size_t)(n * ldbt));
-        for (int64_t p = 0; p < k; p++)
-            for (int64_t j = 0; j < n; j++) t[j * ldbt + p] = b[p * ldb + j];
-        bt = t;
-    }
-    const int64_t blocks = div_up(m, FD_DOT_ROWS);
-    int nt = fd_threads_for(m * n * k, FD_GEMM_GRAIN);
-    if (nt > blocks) nt = (int)blocks;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#ifdef _OPENMP
         const int t = omp_get_thread_num(), tcount = omp_get_num_threads();
 #else
         const int t = 0, tcount = 1;
 #endif
-        float d[FD_DOT_ROWS * FD_SKINNY_N];
-        for (int64_t blk = blocks * t / tcount; blk < blocks * (t + 1) / tcount; blk++) {
-            const int64_t r0 = blk * FD_DOT_ROWS, rows = min64(FD_DOT_ROWS, m - r0);
-            dot(rows, n, k, a + r0 * lda, lda, bt, ldbt, d, FD_SKINNY_N);
-            store_tile(c + r0 * ldc, ldc, r0, 0, rows, n, d, FD_SKINNY_N, 1, alpha, beta, n, ep);
+        /* OpenMP may grant fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC,
+         * nesting): then a thread takes several cells of the grid */
+        for (int cell = t; cell < nt; cell += tcount) {
+            const int ti = cell / tn, tj = cell % tn;
+            const int64_t i0 = min64(J->m, mt * ti / tm * P->mr);
+            const int64_t i1 = min64(J->m, mt * (ti + 1) / tm * P->mr);
+            const int64_t j0 = min64(J->n, ntl * tj / tn * P->nr);
+            const int64_t j1 = min64(J->n, ntl * (tj + 1) / tn * P->nr);
+            if (i0 < i1 && j0 < j1) run_block(P, J, i0, i1, j0, j1);
         }
+    }
+}
+
+/* ---------------------------------------------------------------- dot path */
+/* Rows [r0, r1) × columns [c0, c1) of C through the dot kernel, in tiles of FD_DOT_ROWS
+ * rows × FD_SKINNY_N columns (one column chunk of Bt stays in cache across the rows). */
+static void dot_range(fd_gemm_dot_fn dot, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                      int64_t n, int64_t k, float alpha, const float *a, int64_t lda,
+                      const float *bt, int64_t ldbt, float beta, float *c, int64_t ldc,
+                      const fd_epilogue *ep)
+{
+    float d[FD_DOT_ROWS * FD_SKINNY_N];
+    for (int64_t j = c0; j < c1; j += FD_SKINNY_N) {
+        const int64_t cols = min64(FD_SKINNY_N, c1 - j);
+        for (int64_t r = r0; r < r1; r += FD_DOT_ROWS) {
+            const int64_t rows = min64(FD_DOT_ROWS, r1 - r);
+            dot(rows, cols, k, a + r * lda, lda, bt + j * ldbt, ldbt, d, FD_SKINNY_N);
+            store_tile(c + r * ldc + j, ldc, r, j, rows, cols, d, FD_SKINNY_N, 1, alpha, beta, n, ep);
+        }
+    }
+}
+
+/* t[j*ldt + p] = b[p*ldb + j] for j < n, p < k */
+static void transpose_rows(const float *b, int64_t ldb, int64_t n, int64_t k, float *t,
+                           int64_t ldt)
+{
+    const int64_t n4 = n & ~(int64_t)3, k4 = k & ~(int64_t)3;
+    for (int64_t p = 0; p < k4; p += 4)
+        for (int64_t j = 0; j < n4; j += 4) transpose4(b + p * ldb + j, ldb, t + j * ldt + p, ldt);
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t p = j < n4 ? k4 : 0; p < k; p++) t[j * ldt + p] = b[p * ldb + j];
+}
+
+/* C = alpha·A·op(B) + beta·C with every element a dot product of an A row and a row of
+ * Bt = op(B)ᵀ (B itself when trans_b; else each thread transposes B into its own buffer,
+ * n <= 16 here: cheaper than sharing one, which costs a barrier and cross-core reads).
+ * Threads split the rows (n <= 16) or the 16-column chunks, rows in sixes. */
+static void run_dot(fd_gemm_dot_fn dot, int trans_b, int64_t m, int64_t n, int64_t k,
+                    float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                    float beta, float *c, int64_t ldc, const fd_epilogue *ep)
+{
+    const int split_rows = n <= FD_SKINNY_N;
+    const int64_t units = split_rows ? div_up(m, 6) : div_up(n, FD_SKINNY_N);
+    int nt = fd_threads_for(m * n * k, FD_GEMM_GRAIN);
+    if (nt > units) nt = (int)units;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#ifdef _OPENMP
+        const int th = omp_get_thread_num(), tcount = omp_get_num_threads();
+#else
+        const int th = 0, tcount = 1;
+#endif
+        const float *bt = b;
+        int64_t ldbt = ldb;
+        if (!trans_b) { /* Bt rows 64-byte aligned, an odd number of lines apart (no L1
+                         * set shared by all of them) */
+            ldbt = ((k + 15) & ~(int64_t)15) | 16;
+            float *t = pack_buffer((size_t)(n * ldbt));
+            transpose_rows(b, ldb, n, k, t, ldbt);
+            bt = t;
+        }
+        const int64_t u0 = units * th / tcount, u1 = units * (th + 1) / tcount;
+        if (split_rows)
+            dot_range(dot, u0 * 6, min64(m, u1 * 6), 0, n, n, k, alpha, a, lda, bt, ldbt, beta,
+                      c, ldc, ep);
+        else
+            dot_range(dot, 0, m, u0 * FD_SKINNY_N, min64(n, u1 * FD_SKINNY_N), n, k, alpha, a,
+                      lda, bt, ldbt, beta, c, ldc, ep);
     }
 }
 
@@ -404,8 +478,7 @@ static void run_dot(int trans_b, int64_t m, int64_t n, int64_t k, float alpha, c
 static void scale_only(int64_t m, int64_t n, float beta, float *c, int64_t ldc,
                        const fd_epilogue *ep)
 {
-    const int nt = fd_threads_for(m * n, 1 << 16);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#pragma omp parallel for num_threads(fd_threads_for(m * n, 1 << 16)) schedule(static)
     for (int64_t r = 0; r < m; r++) {
         float *row = c + r * ldc;
         if (beta == 0.0f)
@@ -426,14 +499,16 @@ void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float a
         scale_only(m, n, beta, c, ldc, ep);
         return;
     }
-    if (n <= FD_SKINNY_N && !trans_a && k >= FD_DOT_MIN_K) {
-        run_dot(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+    const fd_kernel_table *kt = fd_kt;
+    const fd_gemm_ext *x = ext_kernels(kt->isa);
+    if (!trans_a && k >= FD_DOT_MIN_K && (n <= FD_SKINNY_N || (trans_b && m <= FD_DOT_MAX_M))) {
+        run_dot(x->dot, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
         return;
     }
     /* op(A)(i, p) and op(B)(p, j) as strided views */
     const fd_view va = trans_a ? (fd_view){a, 1, lda} : (fd_view){a, lda, 1};
     const fd_view vb = trans_b ? (fd_view){b, 1, ldb} : (fd_view){b, ldb, 1};
-    fd_gemm_job J = {m, n, k, va, vb, alpha, beta, c, ldc, 0, n, ep};
+    fd_gemm_job J = {m, n, k, va, vb, alpha, beta, c, ldc, 0, 0, x, n, ep};
     if (n <= FD_SKINNY_N && m > n) { /* Cᵀ = op(B)ᵀ·op(A)ᵀ */
         J.m = n;
         J.n = m;
@@ -441,5 +516,6 @@ void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float a
         J.b = (fd_view){va.p, va.cs, va.rs};
         J.transposed = 1;
     }
-    run_job(&fd_kt->gemm, &J);
+    J.direct_b = J.m <= FD_DIRECT_B_MAX_M && J.b.cs == 1;
+    run_job(&kt->gemm, &J);
 }

@@ -1,11 +1,13 @@
-/* ukr_avx2_6x16.c — AVX2+FMA SGEMM micro-kernel (6×16 register block) and the skinny-n
- * dot kernel, plus this ISA's block-size table.
+/* ukr_avx2_6x16.c — AVX2+FMA SGEMM kernels and this ISA's block-size table:
+ *   ukr_6x16     the BLIS micro-kernel (fd_gemm_ukr_fn) on packed A and B panels;
+ *   ukr_ub_6x16  the same with B read in place (gemm_ext.h: small-m products);
+ *   dot_kernel   skinny-n dot products, vectorised along k (gemm_ext.h).
  *
  * Register block: 6 rows × 2 ymm = 12 accumulators + 2 ymm of B + 1 broadcast (15 of 16
  * ymm).  Edge tiles run a kernel specialised for the row count (1..6) and for one or two
  * ymm columns, with masked C loads/stores, so every element sees the same instructions
  * wherever it sits (results do not depend on the tiling or the thread count). */
-#include "internal.h"
+#include "gemm_ext.h"
 
 #include <immintrin.h>
 
@@ -20,13 +22,17 @@ static inline __m256i lane_mask(int64_t cnt)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)cnt), idx);
 }
 
-/* C(rows × nr) := alpha·Ap·Bp + beta·C, rows and nv (ymm per row) compile-time. */
+/* C(rows × nr) := alpha·Ap·B + beta·C; rows, nv (ymm per row) and direct compile-time.
+ * B is the packed panel (row stride NR) or, direct, read in place (row stride rs_b,
+ * masked past column nr). */
 static inline __attribute__((always_inline)) void
-tile(const int rows, const int nv, int64_t k, float alpha, const float *FD_RESTRICT ap,
-     const float *FD_RESTRICT bp, float beta, float *c, int64_t rs_c, int64_t nr)
+tile(const int rows, const int nv, const int direct, int64_t k, float alpha,
+     const float *FD_RESTRICT ap, const float *FD_RESTRICT bp, int64_t rs_b, float beta,
+     float *c, int64_t rs_c, int64_t nr)
 {
     const int full = nr == 8 * nv;
     const __m256i m_last = lane_mask(nr - 8 * (nv - 1));
+    const __m256i m_b0 = nv > 1 ? _mm256_set1_epi32(-1) : m_last;
     __m256 acc[MR][2];
 #pragma GCC unroll 6
     for (int i = 0; i < rows; i++) {
@@ -36,8 +42,15 @@ tile(const int rows, const int nv, int64_t k, float alpha, const float *FD_RESTR
 #pragma GCC unroll 6
     for (int i = 0; i < rows; i++) _mm_prefetch((const char *)(c + i * rs_c), _MM_HINT_T0);
     for (int64_t p = 0; p < k; p++) {
-        const __m256 b0 = _mm256_load_ps(bp);
-        const __m256 b1 = nv > 1 ? _mm256_load_ps(bp + 8) : b0;
+        __m256 b0, b1;
+        if (direct && !full) {
+            b0 = _mm256_maskload_ps(bp, m_b0);
+            b1 = nv > 1 ? _mm256_maskload_ps(bp + 8, m_last) : b0;
+        } else {
+            b0 = _mm256_loadu_ps(bp);
+            b1 = nv > 1 ? _mm256_loadu_ps(bp + 8) : b0;
+        }
+        bp += direct ? rs_b : NR;
 #pragma GCC unroll 6
         for (int i = 0; i < rows; i++) {
             const __m256 a = _mm256_broadcast_ss(ap + i);
@@ -45,7 +58,6 @@ tile(const int rows, const int nv, int64_t k, float alpha, const float *FD_RESTR
             if (nv > 1) acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
         }
         ap += MR;
-        bp += NR;
     }
     const __m256 va = _mm256_set1_ps(alpha);
     const __m256 vb = _mm256_set1_ps(beta);
@@ -66,21 +78,30 @@ tile(const int rows, const int nv, int64_t k, float alpha, const float *FD_RESTR
     }
 }
 
-#define FD_TILE_CASE(r)                                                   \
-    case r:                                                               \
-        if (nr > 8) tile(r, 2, k, alpha, ap, bp, beta, c, rs_c, nr);      \
-        else tile(r, 1, k, alpha, ap, bp, beta, c, rs_c, nr);             \
+/* one case per row count; one or two ymm columns */
+#define FD_TILE_CASES(direct)                                                              \
+    switch (mr) {                                                                          \
+    FD_TILE_CASE(1, direct) FD_TILE_CASE(2, direct) FD_TILE_CASE(3, direct)                \
+    FD_TILE_CASE(4, direct) FD_TILE_CASE(5, direct) default: FD_TILE_CASE(MR, direct)      \
+    }
+#define FD_TILE_CASE(r, direct)                                                            \
+    case r:                                                                                \
+        if (nr > 8) tile(r, 2, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr);         \
+        else tile(r, 1, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr);                \
         break;
 
 static void ukr_6x16(int64_t k, float alpha, const float *ap, const float *bp, float beta,
                      float *c, int64_t rs_c, int64_t mr, int64_t nr)
 {
-    switch (mr) {
-        FD_TILE_CASE(1) FD_TILE_CASE(2) FD_TILE_CASE(3) FD_TILE_CASE(4) FD_TILE_CASE(5)
-        default: /* 6 */
-            if (nr > 8) tile(MR, 2, k, alpha, ap, bp, beta, c, rs_c, nr);
-            else tile(MR, 1, k, alpha, ap, bp, beta, c, rs_c, nr);
-    }
+    const int64_t rs_b = NR;
+    FD_TILE_CASES(0)
+}
+
+static void ukr_ub_6x16(int64_t k, float alpha, const float *ap, const float *bp,
+                        int64_t rs_b, float beta, float *c, int64_t rs_c, int64_t mr,
+                        int64_t nr)
+{
+    FD_TILE_CASES(1)
 }
 
 /* ---------------------------------------------------------- skinny-n dot kernel */
@@ -106,6 +127,10 @@ static inline __attribute__((always_inline)) void hsum8(const int cnt, const __m
     _mm256_maskstore_ps(out, lane_mask(cnt), s);
 }
 
+/* Keeps a loaded vector in a register: otherwise GCC folds the load into each of the R
+ * FMAs that use it, and R loads per B vector make the loop load-bound. */
+#define FD_IN_REGISTER(v) __asm__("" : "+v"(v))
+
 /* D(R × J) = A(R × k)·Bt(J × k)ᵀ, R and J compile-time, R*J <= 12. */
 static inline __attribute__((always_inline)) void
 dot_block(const int R, const int J, int64_t k, const float *a, int64_t lda, const float *bt,
@@ -121,7 +146,8 @@ dot_block(const int R, const int J, int64_t k, const float *a, int64_t lda, cons
         for (int r = 0; r < R; r++) x[r] = _mm256_loadu_ps(a + r * lda + p);
 #pragma GCC unroll 6
         for (int j = 0; j < J; j++) {
-            const __m256 w = _mm256_loadu_ps(bt + j * ldbt + p);
+            __m256 w = _mm256_loadu_ps(bt + j * ldbt + p);
+            FD_IN_REGISTER(w);
 #pragma GCC unroll 2
             for (int r = 0; r < R; r++) acc[r * J + j] = _mm256_fmadd_ps(x[r], w, acc[r * J + j]);
         }
@@ -133,7 +159,8 @@ dot_block(const int R, const int J, int64_t k, const float *a, int64_t lda, cons
         for (int r = 0; r < R; r++) x[r] = _mm256_maskload_ps(a + r * lda + p, mk);
 #pragma GCC unroll 6
         for (int j = 0; j < J; j++) {
-            const __m256 w = _mm256_maskload_ps(bt + j * ldbt + p, mk);
+            __m256 w = _mm256_maskload_ps(bt + j * ldbt + p, mk);
+            FD_IN_REGISTER(w);
 #pragma GCC unroll 2
             for (int r = 0; r < R; r++) acc[r * J + j] = _mm256_fmadd_ps(x[r], w, acc[r * J + j]);
         }
@@ -164,7 +191,7 @@ dot_rows(const int R, int64_t jw, int64_t k, const float *a, int64_t lda, const 
 
 /* Rows in pairs (A rows stay in L1 across the column groups), columns in near-equal
  * groups of at most 6 (n = 10: 5 + 5). */
-void fd_gemm_dot_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
+static void dot_kernel(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
                       const float *bt, int64_t ldbt, float *d, int64_t ldd)
 {
     const int64_t groups = (n + 5) / 6, jmax = (n + groups - 1) / groups;
@@ -180,3 +207,4 @@ void fd_gemm_dot_avx2(int64_t m, int64_t n, int64_t k, const float *a, int64_t l
 }
 
 const fd_gemm_params fd_gemm_params_avx2 = {MR, NR, 144, 256, 2048, ukr_6x16};
+const fd_gemm_ext fd_gemm_ext_avx2 = {dot_kernel, ukr_ub_6x16};
