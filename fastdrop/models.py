@@ -247,7 +247,7 @@ class Sequential:
             raise ValueError(f"loss {self.loss.name!r} does not go with a final softmax")
 
     # ---------------------------------------------------------------- data input
-    def _convert_x(self, x, name="x"):
+    def _convert_x(self, x, name="x", check_finite=True):
         if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous \
                 and x.ndim == 2:
             arr = x
@@ -268,7 +268,7 @@ class Sequential:
             arr = np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=np.float32)
         if arr.shape[0] == 0:
             raise ValueError(f"{name} is empty (0 samples)")
-        if not np.isfinite(arr).all():
+        if check_finite and not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinite values")
         if self.built and arr.shape[1] != self.input_dim:
             raise ValueError(f"{name} has {arr.shape[1]} features per sample but the model "
@@ -581,7 +581,9 @@ class Sequential:
             self.build(declared)
         if batch_size is not None:
             batch_size = _int_arg(batch_size, "batch_size")
-        return self._convert_x(x), batch_size
+        # predict does not scan for NaN/inf (they propagate to the outputs, as in Keras
+        # and PyTorch); fit and evaluate reject them
+        return self._convert_x(x, check_finite=False), batch_size
 
     def _predict(self, x, batch_size):
         x, batch_size = self._prepare_predict(x, batch_size)

@@ -230,3 +230,31 @@ def test_c_harness_check(tmp_path):
     r = subprocess.run([exe, "check"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 failures" in r.stdout
+
+
+# ------------------------------------------------------- one-row path (batch 1)
+@pytest.mark.parametrize("k,n", [(784, 256), (1000, 1000), (17, 5003), (3, 40), (50, 7),
+                                 (300, 129), (784, 10)])
+def test_single_row_bitwise_equals_row_of_batch(isa, k, n):
+    """m == 1 runs the row kernel; every row must equal the same row computed in a batch
+    (so predict(x[i:i+1]) == predict(x)[i]), with and without beta and the epilogue."""
+    from fastdrop import _core
+    rng = np.random.default_rng(k * n)
+    a = rng.standard_normal((6, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    full = np.empty((6, n), np.float32)
+    _core.gemm(a, b, full, False, False, 1.0, 0.0)
+    for i in range(3):
+        row = np.empty((1, n), np.float32)
+        _core.gemm(a[i:i + 1].copy(), b, row, False, False, 1.0, 0.0)
+        np.testing.assert_array_equal(row[0], full[i])
+    c = rng.standard_normal((6, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    cf = c.copy()
+    _core.gemm(a, b, cf, False, False, 2.0, 0.5, bias, True, None, 1.0)
+    c1 = c[:1].copy()
+    _core.gemm(a[:1].copy(), b, c1, False, False, 2.0, 0.5, bias, True, None, 1.0)
+    np.testing.assert_array_equal(c1[0], cf[0])
+    np.testing.assert_allclose(
+        c1[0], np.maximum(2.0 * (a[0].astype(np.float64) @ b) + 0.5 * c[0] + bias, 0),
+        rtol=1e-4, atol=1e-3)

@@ -489,6 +489,28 @@ static void scale_only(int64_t m, int64_t n, float beta, float *c, int64_t ldc,
     }
 }
 
+/* m == 1 (batch-1 inference): the row kernel over the same KC blocks as the micro-kernel
+ * path — bitwise equal to that row in any batch.  Columns split across threads in
+ * FD_ROW_COLS chunks when the job is large enough (columns are independent). */
+#define FD_ROW_COLS 256
+static void run_row(const fd_gemm_params *P, const fd_gemm_job *J)
+{
+    const int64_t KC = kc_block(P, J->k), n = J->n;
+    const int64_t chunks = div_up(n, FD_ROW_COLS);
+    int nt = fd_threads_for(J->k * n, FD_GEMM_GRAIN);
+    if (nt > chunks) nt = (int)chunks;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t q = 0; q < chunks; q++) {
+        const int64_t j0 = q * FD_ROW_COLS, w = min64(FD_ROW_COLS, n - j0);
+        for (int64_t pc = 0; pc < J->k; pc += KC) {
+            const int64_t kc = min64(KC, J->k - pc);
+            J->x->row(kc, J->alpha, J->a.p + pc, J->b.p + pc * J->b.rs + j0, J->b.rs,
+                      pc == 0 ? J->beta : 1.0f, J->c + j0, w);
+        }
+        if (epilogue_active(J->ep)) apply_epilogue(J->c + j0, J->ldc, 0, j0, 1, w, J->c_n, J->ep);
+    }
+}
+
 void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
               int64_t ldc, const fd_epilogue *ep)
@@ -517,5 +539,9 @@ void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float a
         J.transposed = 1;
     }
     J.direct_b = J.m <= FD_DIRECT_B_MAX_M && J.b.cs == 1;
+    if (!J.transposed && J.m == 1 && J.a.cs == 1 && J.b.cs == 1) {
+        run_row(&kt->gemm, &J);
+        return;
+    }
     run_job(&kt->gemm, &J);
 }

@@ -16,17 +16,28 @@ typedef void (*fd_gemm_ukr_ub_fn)(int64_t k, float alpha, const float *ap, const
                                   int64_t rs_b, float beta, float *c, int64_t rs_c, int64_t mr,
                                   int64_t nr);
 
+/* One row: C(1×n) := alpha·a·B + beta·C over k, a contiguous, B in place (row_impl.h). */
+typedef void (*fd_gemm_row_fn)(int64_t k, float alpha, const float *a, const float *b,
+                               int64_t rs_b, float beta, float *c, int64_t n);
+
 typedef struct {
     fd_gemm_dot_fn dot;
     fd_gemm_ukr_ub_fn ukr_ub;
+    fd_gemm_row_fn row;
 } fd_gemm_ext;
 
 extern const fd_gemm_ext fd_gemm_ext_ref;
+void fd_gemm_row_ref(int64_t k, float alpha, const float *a, const float *b, int64_t rs_b,
+                     float beta, float *c, int64_t n);
 #ifdef FD_HAVE_AVX2
 extern const fd_gemm_ext fd_gemm_ext_avx2;
+void fd_gemm_row_avx2(int64_t k, float alpha, const float *a, const float *b, int64_t rs_b,
+                      float beta, float *c, int64_t n);
 #endif
 #ifdef FD_HAVE_AVX512
 extern const fd_gemm_ext fd_gemm_ext_avx512;
+void fd_gemm_row_avx512(int64_t k, float alpha, const float *a, const float *b, int64_t rs_b,
+                        float beta, float *c, int64_t n);
 #endif
 
 #endif

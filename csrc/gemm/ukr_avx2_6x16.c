@@ -207,4 +207,4 @@ static void dot_kernel(int64_t m, int64_t n, int64_t k, const float *a, int64_t 
 }
 
 const fd_gemm_params fd_gemm_params_avx2 = {MR, NR, 144, 256, 2048, ukr_6x16};
-const fd_gemm_ext fd_gemm_ext_avx2 = {dot_kernel, ukr_ub_6x16};
+const fd_gemm_ext fd_gemm_ext_avx2 = {dot_kernel, ukr_ub_6x16, fd_gemm_row_avx2};

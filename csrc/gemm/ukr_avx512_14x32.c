@@ -213,4 +213,4 @@ static void dot_kernel(int64_t m, int64_t n, int64_t k, const float *a, int64_t 
  * stays in L2, each KC×NC block of B (3 MiB) in L3, a KC×NR sliver of B (48 KiB) streams
  * through L1.  Measured against KC 256, MC 336, NC 1024: within 2%, KC 384 ahead. */
 const fd_gemm_params fd_gemm_params_avx512 = {MR, NR, 168, 384, 2048, ukr_14x32};
-const fd_gemm_ext fd_gemm_ext_avx512 = {dot_kernel, ukr_ub_14x32};
+const fd_gemm_ext fd_gemm_ext_avx512 = {dot_kernel, ukr_ub_14x32, fd_gemm_row_avx512};

@@ -81,4 +81,4 @@ static void dot_kernel(int64_t m, int64_t n, int64_t k, const float *a, int64_t 
 }
 
 const fd_gemm_params fd_gemm_params_ref = {MR, NR, 120, 256, 2048, ukr_6x8};
-const fd_gemm_ext fd_gemm_ext_ref = {dot_kernel, ukr_ub_6x8};
+const fd_gemm_ext fd_gemm_ext_ref = {dot_kernel, ukr_ub_6x8, fd_gemm_row_ref};
