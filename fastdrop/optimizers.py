@@ -69,6 +69,17 @@ class Optimizer:
 
     def apply(self, params, grads):
         """One update of the flat float32 ``params`` with ``grads`` (same length)."""
+        self.begin_step()
+        self.apply_range(params, grads, 0, params.shape[0])
+
+    def begin_step(self):
+        """Start an update: the step count advances once for all ranges of the step."""
+        self.iterations += 1
+
+    def apply_range(self, params, grads, lo, hi):
+        """Update parameters [lo, hi) of the block (after ``begin_step``).  A model calls
+        this per layer during backward, while that layer's gradient is still in cache;
+        the result is bitwise the same as one update of the whole block."""
         raise NotImplementedError
 
     def get_config(self):
@@ -96,11 +107,10 @@ class SGD(Optimizer):
         self.weight_decay = _pos(weight_decay or 0.0, "weight_decay", allow_zero=True)
         self.n_slots = 1 if self.momentum > 0 else 0
 
-    def apply(self, params, grads):
-        self.iterations += 1
-        vel = self._state[0] if self.n_slots else None
-        _core.sgd_update(params, grads, vel, self._lr, self.momentum, self.nesterov,
-                         self.weight_decay)
+    def apply_range(self, params, grads, lo, hi):
+        vel = self._state[0, lo:hi] if self.n_slots else None
+        _core.sgd_update(params[lo:hi], grads[lo:hi], vel, self._lr, self.momentum,
+                         self.nesterov, self.weight_decay)
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "momentum": self.momentum,
@@ -122,11 +132,10 @@ class Adam(Optimizer):
         self.epsilon = _pos(epsilon, "epsilon")
         self.weight_decay = _pos(weight_decay or 0.0, "weight_decay", allow_zero=True)
 
-    def apply(self, params, grads):
-        self.iterations += 1
-        _core.adam_update(params, grads, self._state[0], self._state[1], self._lr,
-                          self.beta_1, self.beta_2, self.epsilon, self.weight_decay,
-                          self.iterations)
+    def apply_range(self, params, grads, lo, hi):
+        _core.adam_update(params[lo:hi], grads[lo:hi], self._state[0, lo:hi],
+                          self._state[1, lo:hi], self._lr, self.beta_1, self.beta_2,
+                          self.epsilon, self.weight_decay, self.iterations)
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1,

@@ -312,10 +312,12 @@ print(hashlib.sha256(y.tobytes() + mask.tobytes()).hexdigest())
 
 
 @pytest.mark.parametrize("name", _core.isa_supported())
-def test_fastdrop_isa_environment_variable(name):
+def test_fastdrop_isa_environment_variable(name, tmp_path):
     env = dict(os.environ, FASTDROP_ISA=name)
+    # cwd outside the source tree: `-c` puts the cwd on sys.path, and the installed
+    # package (with its compiled _core) must be the one imported
     res = subprocess.run([sys.executable, "-c", CHILD, name], env=env, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     x = np.random.default_rng(0).standard_normal(100003, dtype=np.float32)
     y, mask = R.dropout(x, 0.3, 99)
