@@ -108,10 +108,11 @@ void FD_FN(fd_xent_rows)(int64_t r0, int64_t r1, int64_t c, const float *logits,
             if (g) g[j] = e;
             sum += e;
         }
-        const double lse = (double)mx + log((double)sum);
+        const float log_sum = logf(sum); /* sum in [1, c]: float log is exact enough */
+        const double lse = (double)mx + (double)log_sum;
         double loss;
         if (labels) {
-            loss = lse - (double)z[labels[r]];
+            loss = (double)(mx - z[labels[r]]) + (double)log_sum; /* no cancellation */
         } else {
             const float *t = targets + r * c;
             loss = 0.0;
