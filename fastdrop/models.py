@@ -588,6 +588,18 @@ class Sequential:
         ``seed`` makes the passes reproducible (default: fresh randomness).  See
         ``fastdrop.uncertainty`` for predictive entropy and mutual information.
         """
+        if (mc_samples is None and batch_size is None and type(x) is np.ndarray
+                and x.dtype == np.float32 and x.ndim == 2 and x.flags.c_contiguous
+                and 0 < x.shape[0] <= self._capacity and self.built
+                and x.shape[1] == self.input_dim):
+            # fast path for small ready-made inputs (batch-1 inference latency)
+            with self._lock:
+                h = self._forward(x, x.shape[0], False, 0)
+                if not self._final_softmax:
+                    return h.copy()
+                out = np.empty(h.shape, np.float32)
+                _core.softmax(h, out)
+                return out
         with self._lock:
             if mc_samples is not None:
                 from .uncertainty import _mc_moments
