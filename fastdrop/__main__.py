@@ -19,7 +19,7 @@ def _rates(text):
         rates = [float(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated floats, got {text!r}")
-    if any(not (0 <= r < 1) for r in rates):
+    if not rates or any(not (0 <= r < 1) for r in rates):
         raise argparse.ArgumentTypeError(f"dropout rates must be in [0, 1), got {text!r}")
     return rates
 

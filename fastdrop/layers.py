@@ -157,7 +157,25 @@ class Dense(Layer):
         }
 
 
-class Dropout(Layer):
+class _NoiseLayer(Layer):
+    """A training-time noise layer with a ``rate`` in [0, 1) and an optional ``seed``."""
+
+    def __init__(self, rate, seed=None, name=None):
+        super().__init__(name)
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) \
+                or not (0.0 <= rate < 1.0):
+            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        self.rate = float(rate)
+        self.seed = None if seed is None else int(seed)
+
+    def get_config(self):
+        return {"name": self.name, "rate": self.rate, "seed": self.seed}
+
+
+class Dropout(_NoiseLayer):
     """Inverted dropout: during training each unit is zeroed with probability ``rate``
     and the kept ones scaled by ``1/(1-rate)``; identity at inference.
 
@@ -167,15 +185,7 @@ class Dropout(Layer):
     """
 
     def __init__(self, rate, noise_shape=None, seed=None, name=None):
-        super().__init__(name)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= rate < 1.0) \
-                or math.isnan(rate):
-            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
-        self.rate = float(rate)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                                 or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-        self.seed = None if seed is None else int(seed)
+        super().__init__(rate, seed, name)
         if noise_shape is not None:
             ns = tuple(noise_shape)
             if len(ns) != 2 or any(d is not None and (not isinstance(d, numbers.Integral) or d < 1)
@@ -213,43 +223,26 @@ class Dropout(Layer):
         return float(np.float32(1.0 / (1.0 - self.rate)))
 
     def get_config(self):
-        return {"name": self.name, "rate": self.rate, "seed": self.seed,
+        return {**super().get_config(),
                 "noise_shape": None if self.noise_shape is None else list(self.noise_shape)}
 
 
-class GaussianDropout(Layer):
+class GaussianDropout(_NoiseLayer):
     """Multiplicative Gaussian noise N(1, rate/(1-rate)) during training (Srivastava et
     al. 2014, §10); identity at inference.  The noise is counter-keyed like dropout."""
-
-    def __init__(self, rate, seed=None, name=None):
-        super().__init__(name)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= rate < 1.0):
-            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
-        self.rate = float(rate)
-        self.seed = None if seed is None else int(seed)
 
     @property
     def stddev(self):
         return math.sqrt(self.rate / (1.0 - self.rate))
 
-    def get_config(self):
-        return {"name": self.name, "rate": self.rate, "seed": self.seed}
 
-
-class AlphaDropout(Layer):
+class AlphaDropout(_NoiseLayer):
     """Dropout that keeps the mean and variance of SELU activations (Klambauer et al.
     2017): dropped units are set to SELU's negative saturation and an affine correction
     restores the moments.  Identity at inference.  Use with activation='selu' and
     kernel_initializer='lecun_normal'."""
 
     ALPHA_P = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946
-
-    def __init__(self, rate, seed=None, name=None):
-        super().__init__(name)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not (0.0 <= rate < 1.0):
-            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
-        self.rate = float(rate)
-        self.seed = None if seed is None else int(seed)
 
     @property
     def affine(self):

@@ -286,24 +286,8 @@ def search_dropout(x, y, rates=DEFAULT_RATES, cv=5, epochs=10, random_state=None
 
 
 # --------------------------------------------------------------------------- CLI
-def _rates_arg(text):
-    try:
-        rates = [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated floats, got {text!r}")
-    if not rates or any(not (0 <= r < 1) for r in rates):
-        raise argparse.ArgumentTypeError(f"dropout rates must be in [0, 1), got {text!r}")
-    return rates
-
-
-def _sizes_arg(text):
-    try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not sizes or min(sizes) <= 0:
-        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
-    return sizes
+from .__main__ import _layer_sizes as _sizes_arg  # noqa: E402  (shared CLI parsers)
+from .__main__ import _rates as _rates_arg  # noqa: E402
 
 
 def _positive_int(text):
