@@ -201,15 +201,20 @@ static void apply_epilogue(float *c, int64_t ldc, int64_t r0, int64_t c0, int64_
                            int64_t cols, int64_t n, const fd_epilogue *ep)
 {
     for (int64_t r = 0; r < rows; r++) {
-        float *FD_RESTRICT row = c + r * ldc;
+        float *row = c + r * ldc;
         if (ep->bias) {
             const float *FD_RESTRICT bias = ep->bias + c0;
             for (int64_t j = 0; j < cols; j++) row[j] += bias[j];
         }
         if (ep->relu)
-            for (int64_t j = 0; j < cols; j++) row[j] = row[j] < 0.0f ? 0.0f : row[j];
+            for (int64_t j = 0; j < cols; j++) /* as fd_relu_f32: +0 for x <= 0, NaN kept */
+                row[j] = row[j] > 0.0f ? row[j] : (row[j] != row[j] ? row[j] : 0.0f);
         if (ep->mask) {
             const uint64_t bit0 = (uint64_t)(r0 + r) * (uint64_t)n + (uint64_t)c0;
+            if ((bit0 & 7) == 0) { /* byte-aligned run: the ISA's vector mask kernel */
+                fd_kt->dropout_apply(cols, row, row, ep->mask + (bit0 >> 3), ep->mask_scale);
+                continue;
+            }
             for (int64_t j = 0; j < cols; j++) {
                 const uint64_t bit = bit0 + (uint64_t)j;
                 row[j] = (ep->mask[bit >> 3] >> (bit & 7)) & 1 ? row[j] * ep->mask_scale : 0.0f;
