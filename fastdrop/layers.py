@@ -373,8 +373,15 @@ class DenseStage(_Stage):
     def forward(self, x, m, training, step, seed=None):
         d = self.dense
         h = self.out[:m]
+        if not training:  # inference: one GEMM with bias/ReLU epilogue (latency path)
+            _core.gemm(x, d.kernel, h, False, False, 1.0, 0.0, d.bias, self.relu)
+            if self.act == "selu":
+                _core.selu(h.reshape(-1), h.reshape(-1))
+            self._x = x
+            self._mask = self._wmask = None
+            return h
         mask = None
-        if self.dropout is not None and training:
+        if self.dropout is not None:
             nb = (m * self.units + 7) // 8
             mask = self.mask[:nb]
             dseed = seed if seed is not None else \
