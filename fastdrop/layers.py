@@ -437,8 +437,11 @@ class DenseStage(_Stage):
         return dx
 
 
-class DropoutStage(_Stage):
-    """A Dropout not fused into a Dense (e.g. on the inputs, or with a noise_shape)."""
+class _NoiseStage(_Stage):
+    """A training-time noise layer as its own stage (not fused into a Dense): identity at
+    inference; in training ``_noise_forward`` draws this step's noise (keyed by the seed,
+    the layer index and the step) and ``_noise_backward`` applies the same noise to the
+    gradient."""
 
     def __init__(self, layer, index, model):
         self.layer = layer
@@ -449,6 +452,32 @@ class DropoutStage(_Stage):
     def allocate(self, capacity):
         self.out = np.empty((capacity, self.dim), np.float32)
         self.dx = np.empty((capacity, self.dim), np.float32)
+
+    def forward(self, x, m, training, step, seed=None):
+        self._active = training and self.layer.rate > 0
+        if not self._active:
+            return x
+        if seed is None:
+            seed = _dropout_seed(self.model.seed, self.layer, self.index, step)
+        y = self.out[:m]
+        self._noise_forward(x.reshape(-1), y.reshape(-1), m, seed)
+        return y
+
+    def backward(self, dy, m, need_dx):
+        if not need_dx:
+            return None
+        if not self._active:
+            return dy
+        dx = self.dx[:m]
+        self._noise_backward(dy.reshape(-1), dx.reshape(-1), m)
+        return dx
+
+
+class DropoutStage(_NoiseStage):
+    """A Dropout not fused into a Dense (e.g. on the inputs, or with a noise_shape)."""
+
+    def allocate(self, capacity):
+        super().allocate(capacity)
         self.mask = np.empty((capacity * self.dim + 7) // 8, np.uint8)
 
     def _make_mask(self, m, seed):
@@ -468,83 +497,37 @@ class DropoutStage(_Stage):
         mask[...] = np.packbits(full, bitorder="little")
         return mask
 
-    def forward(self, x, m, training, step, seed=None):
-        self._active = training and self.layer.rate > 0
-        if not self._active:
-            return x
-        y = self.out[:m]
-        if seed is None:
-            seed = _dropout_seed(self.model.seed, self.layer, self.index, step)
+    def _noise_forward(self, x, y, m, seed):
         self._mask = self._make_mask(m, seed)
-        _core.dropout_apply(x.reshape(-1), self._mask, y.reshape(-1), self.layer.scale)
-        return y
+        _core.dropout_apply(x, self._mask, y, self.layer.scale)
 
-    def backward(self, dy, m, need_dx):
-        if not need_dx:
-            return None
-        if not self._active:
-            return dy
-        dx = self.dx[:m]
-        _core.dropout_apply(dy.reshape(-1), self._mask, dx.reshape(-1), self.layer.scale)
-        return dx
+    def _noise_backward(self, dy, dx, m):
+        _core.dropout_apply(dy, self._mask, dx, self.layer.scale)
 
 
-class GaussianDropoutStage(_Stage):
-    def __init__(self, layer, index, model):
-        self.layer, self.index, self.model = layer, index, model
-        self.dim = layer.input_dim
-
+class GaussianDropoutStage(_NoiseStage):
     def allocate(self, capacity):
-        self.out = np.empty((capacity, self.dim), np.float32)
-        self.dx = np.empty((capacity, self.dim), np.float32)
+        super().allocate(capacity)
         self.noise = np.empty(capacity * self.dim, np.float32)
 
-    def forward(self, x, m, training, step, seed=None):
-        self._active = training and self.layer.rate > 0
-        if not self._active:
-            return x
-        if seed is None:
-            seed = _dropout_seed(self.model.seed, self.layer, self.index, step)
+    def _noise_forward(self, x, y, m, seed):
         noise = self.noise[:m * self.dim]
         _core.gaussian_noise(noise, seed, self.layer.stddev)
-        y = self.out[:m]
-        _core.mul(x.reshape(-1), noise, y.reshape(-1))
-        return y
+        _core.mul(x, noise, y)
 
-    def backward(self, dy, m, need_dx):
-        if not need_dx:
-            return None
-        if not self._active:
-            return dy
-        dx = self.dx[:m]
-        _core.mul(dy.reshape(-1), self.noise[:m * self.dim], dx.reshape(-1))
-        return dx
+    def _noise_backward(self, dy, dx, m):
+        _core.mul(dy, self.noise[:m * self.dim], dx)
 
 
 class AlphaDropoutStage(DropoutStage):
-    def forward(self, x, m, training, step, seed=None):
-        self._active = training and self.layer.rate > 0
-        if not self._active:
-            return x
-        if seed is None:
-            seed = _dropout_seed(self.model.seed, self.layer, self.index, step)
-        nb = (m * self.dim + 7) // 8
-        self._mask = self.mask[:nb]
+    def _noise_forward(self, x, y, m, seed):
+        self._mask = self.mask[:(m * self.dim + 7) // 8]
         _core.dropout_mask(m * self.dim, seed, self.layer.rate, self._mask)
         a, b = self.layer.affine
-        y = self.out[:m]
-        _core.alpha_dropout_apply(x.reshape(-1), self._mask, y.reshape(-1), a, b,
-                                  self.layer.ALPHA_P)
-        return y
+        _core.alpha_dropout_apply(x, self._mask, y, a, b, self.layer.ALPHA_P)
 
-    def backward(self, dy, m, need_dx):
-        if not need_dx:
-            return None
-        if not self._active:
-            return dy
-        dx = self.dx[:m]
-        _core.dropout_apply(dy.reshape(-1), self._mask, dx.reshape(-1), self.layer.affine[0])
-        return dx
+    def _noise_backward(self, dy, dx, m):
+        _core.dropout_apply(dy, self._mask, dx, self.layer.affine[0])
 
 
 class ActivationStage(_Stage):
