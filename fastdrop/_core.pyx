@@ -7,7 +7,9 @@ cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 import numpy as np
+cimport numpy as cnp
 
+cnp.import_array()
 fd_init()
 
 ISA_NAMES = ("ref", "avx2", "avx512")
@@ -62,28 +64,61 @@ def release_buffers():
 
 
 # ------------------------------------------------------------------------- GEMM
-def gemm(const float[:, ::1] a, const float[:, ::1] b, float[:, ::1] c,
+cdef inline int _check_f32(cnp.ndarray x, int ndim, str name, bint writeable) except -1:
+    """A cheap C-level guard (dtype, rank, C order, writeability): gemm takes ndarrays
+    directly, which costs far less per call than typed memoryviews (batch-1 latency)."""
+    if (cnp.PyArray_TYPE(x) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(x) != ndim
+            or not cnp.PyArray_IS_C_CONTIGUOUS(x)):
+        raise ValueError(f"{name} must be a C-contiguous {ndim}-D float32 array")
+    if writeable and not cnp.PyArray_ISWRITEABLE(x):
+        raise ValueError(f"{name} must be writeable")
+    return 0
+
+
+def gemm(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
          bint trans_a, bint trans_b, float alpha, float beta,
-         const float[::1] bias=None, bint relu=False, const uint8_t[::1] mask=None,
+         cnp.ndarray bias=None, bint relu=False, cnp.ndarray mask=None,
          float mask_scale=1.0):
-    """c = alpha*op(a)@op(b) + beta*c, then optional bias/relu/mask epilogue (in place)."""
-    cdef int64_t m = c.shape[0], n = c.shape[1]
-    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    """c = alpha*op(a)@op(b) + beta*c, then optional bias/relu/mask epilogue (in place).
+    Shapes are checked (a mismatch raises ValueError, never an out-of-bounds access)."""
+    _check_f32(a, 2, "a", False)
+    _check_f32(b, 2, "b", False)
+    _check_f32(c, 2, "c", True)
+    cdef int64_t m = cnp.PyArray_DIMS(c)[0], n = cnp.PyArray_DIMS(c)[1]
+    cdef int64_t ar = cnp.PyArray_DIMS(a)[0], ac = cnp.PyArray_DIMS(a)[1]
+    cdef int64_t br = cnp.PyArray_DIMS(b)[0], bc = cnp.PyArray_DIMS(b)[1]
+    cdef int64_t k = ar if trans_a else ac
+    if (ac if trans_a else ar) != m or (bc if trans_b else br) != k \
+            or (br if trans_b else bc) != n:
+        raise ValueError(f"gemm shapes do not match: a {(ar, ac)}, b {(br, bc)}, "
+                         f"c {(m, n)}, trans_a={trans_a}, trans_b={trans_b}")
     cdef fd_epilogue ep
     cdef fd_epilogue *pep = NULL
     if bias is not None or relu or mask is not None:
-        ep.bias = &bias[0] if bias is not None else NULL
+        ep.bias = NULL
+        ep.mask = NULL
+        if bias is not None:
+            _check_f32(bias, 1, "bias", False)
+            if cnp.PyArray_DIMS(bias)[0] != n:
+                raise ValueError(f"bias must have shape ({n},)")
+            ep.bias = <const float *>cnp.PyArray_DATA(bias)
+        if mask is not None:
+            if (cnp.PyArray_TYPE(mask) != cnp.NPY_UINT8 or cnp.PyArray_NDIM(mask) != 1
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(mask)
+                    or cnp.PyArray_DIMS(mask)[0] < (m * n + 7) // 8):
+                raise ValueError(f"mask must be a contiguous uint8 array of at least "
+                                 f"{(m * n + 7) // 8} bytes")
+            ep.mask = <const uint8_t *>cnp.PyArray_DATA(mask)
         ep.relu = relu
-        ep.mask = &mask[0] if mask is not None else NULL
         ep.mask_scale = mask_scale
         pep = &ep
-    cdef const float *pa = &a[0, 0] if a.shape[0] * a.shape[1] > 0 else NULL
-    cdef const float *pb = &b[0, 0] if b.shape[0] * b.shape[1] > 0 else NULL
     if m == 0 or n == 0:
         return
+    cdef const float *pa = <const float *>cnp.PyArray_DATA(a)
+    cdef const float *pb = <const float *>cnp.PyArray_DATA(b)
+    cdef float *pc = <float *>cnp.PyArray_DATA(c)
     with nogil:
-        fd_sgemm(trans_a, trans_b, m, n, k, alpha, pa, a.shape[1], pb, b.shape[1],
-                 beta, &c[0, 0], n, pep)
+        fd_sgemm(trans_a, trans_b, m, n, k, alpha, pa, ac, pb, bc, beta, pc, n, pep)
 
 
 # ----------------------------------------------------------------------- dropout

@@ -272,3 +272,31 @@ def test_read_only_out_rejected():
     out.flags.writeable = False
     with pytest.raises(ValueError, match="out must be writeable"):
         K.relu(V1, out=out)
+
+
+def test_core_gemm_guards_its_arguments():
+    """The low-level binding takes ndarrays without memoryview parsing (for latency) but
+    still refuses anything that could make C read or write out of bounds."""
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 5), np.float32)
+    c = np.empty((3, 5), np.float32)
+    _core.gemm(a, b, c, False, False, 1.0, 0.0)
+    np.testing.assert_array_equal(c, 4.0)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _core.gemm(a, b, np.empty((3, 6), np.float32), False, False, 1.0, 0.0)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        _core.gemm(a, b, c, True, False, 1.0, 0.0)
+    with pytest.raises(ValueError, match="a must be a C-contiguous 2-D float32"):
+        _core.gemm(a.astype(np.float64), b, c, False, False, 1.0, 0.0)
+    with pytest.raises(ValueError, match="b must be a C-contiguous"):
+        _core.gemm(a, np.asfortranarray(b), c, False, False, 1.0, 0.0)
+    ro = c.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="c must be writeable"):
+        _core.gemm(a, b, ro, False, False, 1.0, 0.0)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        _core.gemm(a, b, c, False, False, 1.0, 0.0, np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="mask must be"):
+        _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, np.zeros(1, np.uint8))
+    with pytest.raises(TypeError):
+        _core.gemm(a.tolist(), b, c, False, False, 1.0, 0.0)
