@@ -116,7 +116,7 @@ def _labels(labels, logits):
     if not isinstance(labels, np.ndarray):
         raise TypeError(f"labels must be a numpy.ndarray, got {type(labels).__name__}")
     if labels.ndim == 1:
-        if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        if labels.dtype.kind not in "iu":  # integer class indices (bool is kind "b")
             raise TypeError(f"labels of shape (n,) must be integer class indices, "
                             f"got dtype {labels.dtype}")
         if labels.shape[0] != n:

@@ -73,9 +73,56 @@ static inline float fd_exp_nonpos(float x) {
 /* Softmax cross-entropy of rows [r0, r1): loss_rows[r] = row loss; grad (may be NULL)
  * = scale * (softmax - target).  labels (>= 0) or dense targets.  Sums use 8 fixed
  * partial accumulators combined in a fixed order (deterministic, vectorizable). */
+/* Few classes (c <= FD_XENT_NARROW): 16 rows at a time with the rows in the vector lanes
+ * (a 10-wide row cannot fill a vector; 16 rows can).  Per row the same operations as the
+ * row-wise code below, in lane-independent order, so results depend only on the row. */
+#define FD_XENT_NARROW 16
+#define FD_XG 16
+static void FD_FN(xent_narrow)(int64_t r0, int64_t rn, int64_t c, const float *logits,
+                               const int64_t *labels, float scale, float *grad,
+                               double *loss_rows) {
+    float zt[FD_XENT_NARROW][FD_XG], et[FD_XENT_NARROW][FD_XG];
+    float mx[FD_XG], sum[FD_XG], zl[FD_XG];
+    for (int64_t j = 0; j < c; j++)
+        for (int l = 0; l < FD_XG; l++) zt[j][l] = l < rn ? logits[(r0 + l) * c + j] : 0.0f;
+    for (int l = 0; l < FD_XG; l++) mx[l] = -INFINITY;
+    for (int64_t j = 0; j < c; j++)
+        for (int l = 0; l < FD_XG; l++) mx[l] = zt[j][l] > mx[l] ? zt[j][l] : mx[l];
+    for (int l = 0; l < FD_XG; l++) {
+        if (!(mx[l] > -INFINITY && mx[l] < INFINITY)) mx[l] = 0.0f;
+        sum[l] = 0.0f;
+    }
+    for (int64_t j = 0; j < c; j++)
+        for (int l = 0; l < FD_XG; l++) {
+            const float e = fd_exp_nonpos(zt[j][l] - mx[l]);
+            et[j][l] = e;
+            sum[l] += e;
+        }
+    for (int l = 0; l < rn; l++) {
+        const int64_t y = labels[r0 + l];
+        zl[l] = zt[y][l];
+        const float log_sum = logf(sum[l]);
+        loss_rows[r0 + l] = (double)(mx[l] - zl[l]) + (double)log_sum;
+    }
+    if (!grad) return;
+    for (int l = 0; l < FD_XG; l++) sum[l] = scale / sum[l];
+    for (int l = 0; l < rn; l++) {
+        float *g = grad + (r0 + l) * c;
+        const int64_t y = labels[r0 + l];
+        for (int64_t j = 0; j < c; j++) g[j] = et[j][l] * sum[l];
+        g[y] -= scale;
+    }
+}
+
 void FD_FN(fd_xent_rows)(int64_t r0, int64_t r1, int64_t c, const float *logits,
                          const int64_t *labels, const float *targets, float scale, float *grad,
                          double *loss_rows) {
+    if (labels && c <= FD_XENT_NARROW) {
+        for (int64_t r = r0; r < r1; r += FD_XG)
+            FD_FN(xent_narrow)(r, r1 - r < FD_XG ? r1 - r : FD_XG, c, logits, labels, scale,
+                               grad, loss_rows);
+        return;
+    }
     for (int64_t r = r0; r < r1; r++) {
         const float *z = logits + r * c;
         float *g = grad ? grad + r * c : NULL;
