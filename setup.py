@@ -6,7 +6,8 @@ files whose name carries an ISA tag get that ISA's flags on top, and only those:
     *avx512*.c  -> -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma
     *avx2*.c    -> -mavx2 -mfma
 
-The kernel to run is chosen at import time (csrc/cpu.c).  Never -march=native/-Ofast.
+The kernel to run is chosen at import time (csrc/cpu.c).  The build never tunes for the
+build machine's CPU nor relaxes IEEE floating point: wheels run on any x86-64.
 
 Environment switches (for build variants that must keep working):
     FASTDROP_NO_OPENMP=1   build without OpenMP (single-threaded)

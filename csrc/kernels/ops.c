@@ -6,7 +6,6 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #define FD_EW_GRAIN (1 << 15) /* elements per thread below which we stay serial */
@@ -122,44 +121,39 @@ void fd_dense_backward_act_f32(int64_t m, int64_t n, float *dz, float *db, const
 }
 
 /* ------------------------------------------------------------------- losses */
-/* Row losses are computed in parallel (contiguous row ranges per thread, per-ISA row
- * kernel) into a buffer, then summed in row order. */
+/* Rows go in chunks of XENT_CHUNK through a stack buffer of per-row losses: the rows of a
+ * chunk are computed in parallel (contiguous ranges per thread, per-ISA row kernel), then
+ * summed in row order — deterministic for any thread count, and no allocation. */
+#define XENT_CHUNK 1024
 static double xent(int64_t n, int64_t c, const float *logits, const int64_t *labels,
                    const float *targets, float scale, float *grad, float *loss_rows) {
     fd_init();
-    double stackbuf[512];
-    double *rows = n <= 512 ? stackbuf : (double *)malloc(sizeof(double) * (size_t)n);
-    double total = 0.0;
-    if (!rows) { /* out of memory for the row buffer: one row at a time, same order */
-        for (int64_t r = 0; r < n; r++) {
-            double l;
-            fd_kt->xent_rows(0, 1, c, logits + r * c, labels ? labels + r : NULL,
-                             targets ? targets + r * c : NULL, scale,
-                             grad ? grad + r * c : NULL, &l);
-            if (loss_rows) loss_rows[r] = (float)l;
-            total += l;
-        }
-        return total;
-    }
     const fd_kernel_table *kt = fd_kt;
-    int nt = fd_threads_for(n * c, 1 << 15);
-    if (nt > n) nt = (int)n;
-    if (nt <= 1) {
-        kt->xent_rows(0, n, c, logits, labels, targets, scale, grad, rows);
-    } else {
+    double rows[XENT_CHUNK];
+    double total = 0.0;
+    for (int64_t c0 = 0; c0 < n; c0 += XENT_CHUNK) {
+        const int64_t len = n - c0 < XENT_CHUNK ? n - c0 : XENT_CHUNK;
+        const float *z = logits + c0 * c;
+        const int64_t *y = labels ? labels + c0 : NULL;
+        const float *t = targets ? targets + c0 * c : NULL;
+        float *g = grad ? grad + c0 * c : NULL;
+        int nt = fd_threads_for(len * c, 1 << 15);
+        if (nt <= 1) {
+            kt->xent_rows(0, len, c, z, y, t, scale, g, rows);
+        } else {
 #pragma omp parallel num_threads(nt)
-        {
-            int t = 0, T = 1;
-            FD_OMP_IDS(t, T);
-            int64_t r0 = n * t / T, r1 = n * (t + 1) / T;
-            if (r1 > r0) kt->xent_rows(r0, r1, c, logits, labels, targets, scale, grad, rows);
+            {
+                int ti = 0, T = 1;
+                FD_OMP_IDS(ti, T);
+                int64_t r0 = len * ti / T, r1 = len * (ti + 1) / T;
+                if (r1 > r0) kt->xent_rows(r0, r1, c, z, y, t, scale, g, rows);
+            }
+        }
+        for (int64_t r = 0; r < len; r++) {
+            total += rows[r];
+            if (loss_rows) loss_rows[c0 + r] = (float)rows[r];
         }
     }
-    for (int64_t r = 0; r < n; r++) {
-        total += rows[r];
-        if (loss_rows) loss_rows[r] = (float)rows[r];
-    }
-    if (rows != stackbuf) free(rows);
     return total;
 }
 
