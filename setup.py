@@ -154,7 +154,8 @@ extensions = [
         "fastdrop._core",
         ["fastdrop/_core.pyx"],
         # every C source and header: a change to any of them relinks the extension
-        depends=sorted(glob.glob("csrc/**/*.[ch]", recursive=True)) + ["fastdrop/_core.pxd"],
+        depends=sorted(glob.glob("csrc/**/*.[ch]", recursive=True)) + ["fastdrop/_core.pxd"]
+        + sorted(glob.glob("fastdrop/*.pxi")),
         include_dirs=["csrc", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -73,6 +73,12 @@ void fd_release_buffers(void);
 uint32_t fd_dropout_threshold(double rate);
 /* mask: (n + 7) / 8 bytes, bit j set iff element j is kept; pad bits are 0. */
 void fd_dropout_mask(int64_t n, uint64_t seed, uint32_t threshold, uint8_t *mask);
+/* The keep bits of elements [start, start + n) of the tensor keyed by seed (the same
+ * bits fd_dropout_mask gives those elements), written to dst bits [dst_bit, dst_bit + n);
+ * other bits of dst are left as they are.  Used to key a sample's mask by its global
+ * index (element start = sample * features) whatever batch it is computed in. */
+void fd_dropout_mask_range(int64_t start, int64_t n, uint64_t seed, uint32_t threshold,
+                           uint8_t *dst, int64_t dst_bit);
 /* out[j] = kept ? x[j] * scale : 0, mask written if non-NULL. out may alias x. */
 void fd_dropout_forward_f32(int64_t n, float *out, const float *x, uint64_t seed,
                             uint32_t threshold, float scale, uint8_t *mask);

@@ -33,6 +33,8 @@ cdef extern from "fastdrop.h" nogil:
     void fd_release_buffers()
 
     uint32_t fd_dropout_threshold(double rate)
+    void fd_dropout_mask_range(int64_t start, int64_t n, uint64_t seed, uint32_t threshold,
+                               uint8_t *dst, int64_t dst_bit)
     void fd_dropout_mask(int64_t n, uint64_t seed, uint32_t threshold, uint8_t *mask)
     void fd_dropout_forward_f32(int64_t n, float *out, const float *x, uint64_t seed,
                                 uint32_t threshold, float scale, uint8_t *mask)

@@ -146,6 +146,19 @@ def dropout_mask(int64_t n, uint64_t seed, double rate, uint8_t[::1] mask):
         fd_dropout_mask(n, seed, thr, &mask[0])
 
 
+def dropout_mask_range(int64_t start, int64_t n, uint64_t seed, double rate,
+                       uint8_t[::1] mask, int64_t dst_bit=0):
+    """Keep bits of elements [start, start+n) of the stream keyed by seed into mask bits
+    [dst_bit, dst_bit+n) (other bits untouched)."""
+    cdef uint32_t thr = fd_dropout_threshold(rate)
+    if n <= 0:
+        return
+    if (dst_bit + n + 7) // 8 > mask.shape[0]:
+        raise ValueError("mask too small")
+    with nogil:
+        fd_dropout_mask_range(start, n, seed, thr, &mask[0], dst_bit)
+
+
 def dropout_apply(const float[::1] x, const uint8_t[::1] mask, float[::1] out, float scale):
     cdef int64_t n = x.shape[0]
     if n == 0:
@@ -312,3 +325,11 @@ def alpha_dropout_apply(const float[::1] x, const uint8_t[::1] mask, float[::1] 
         return
     with nogil:
         fd_alpha_dropout_apply_f32(x.shape[0], &out[0], &x[0], &mask[0], a, b, alpha_p)
+
+
+# ------------------------------------------------------------ kernel families
+# Each family's bindings live in their own file (declarations + wrappers).
+include "_core_act.pxi"
+include "_core_optim.pxi"
+include "_core_conv.pxi"
+include "_core_rnn.pxi"

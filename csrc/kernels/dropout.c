@@ -6,6 +6,8 @@
  * never written by two threads, and since every block seeds its own streams from
  * (seed, block), the result does not depend on the thread count or the ISA path.
  */
+#include <string.h>
+
 #include "internal.h"
 
 /* Smallest job worth a thread, in blocks (4096 elements, 16 KB of float32 each):
@@ -76,4 +78,47 @@ void fd_dropout_apply_f32(int64_t n, float *out, const float *x, const uint8_t *
 #endif
     (void)nt;
     kt->dropout_apply(n, out, x, mask, scale);
+}
+
+/* Copy n bits from src (starting at bit sbit) into dst (starting at bit dbit), little
+ * bit order.  Bits of dst outside [dbit, dbit + n) are left unchanged. */
+static void bitcopy(uint8_t *dst, int64_t dbit, const uint8_t *src, int64_t sbit, int64_t n) {
+    if (((dbit | sbit) & 7) == 0) {
+        memcpy(dst + dbit / 8, src + sbit / 8, (size_t)(n / 8));
+        for (int64_t i = n & ~(int64_t)7; i < n; i++) {
+            const int64_t s = sbit + i, d = dbit + i;
+            const unsigned b = (src[s >> 3] >> (s & 7)) & 1u;
+            dst[d >> 3] = (uint8_t)((dst[d >> 3] & ~(1u << (d & 7))) | (b << (d & 7)));
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t s = sbit + i, d = dbit + i;
+        const unsigned b = (src[s >> 3] >> (s & 7)) & 1u;
+        dst[d >> 3] = (uint8_t)((dst[d >> 3] & ~(1u << (d & 7))) | (b << (d & 7)));
+    }
+}
+
+void fd_dropout_mask_range(int64_t start, int64_t n, uint64_t seed, uint32_t threshold,
+                           uint8_t *dst, int64_t dst_bit) {
+    fd_init();
+    if (n <= 0 || start < 0) return;
+    if (start == 0 && (dst_bit & 7) == 0 && (n & 7) == 0) {
+        fd_dropout_mask(n, seed, threshold, dst + dst_bit / 8);
+        return;
+    }
+    const fd_kernel_table *kt = fd_kt;
+    uint8_t tmp[FD_DROPOUT_BLOCK / 8];
+    const int64_t b_first = start / FD_DROPOUT_BLOCK;
+    const int64_t b_last = (start + n - 1) / FD_DROPOUT_BLOCK;
+    for (int64_t b = b_first; b <= b_last; b++) {
+        const int64_t off = b * FD_DROPOUT_BLOCK;
+        /* the kernel writes block b's bits at mask + off/8: hand it a base that puts them
+         * in tmp (the element count only bounds the block's length) */
+        kt->dropout_blocks(off + FD_DROPOUT_BLOCK, b, b + 1, NULL, NULL, seed, threshold, 1.0f,
+                           (uint8_t *)((uintptr_t)tmp - (uintptr_t)(off / 8)));
+        const int64_t lo = start > off ? start : off;
+        const int64_t hi = start + n < off + FD_DROPOUT_BLOCK ? start + n : off + FD_DROPOUT_BLOCK;
+        bitcopy(dst, dst_bit + (lo - start), tmp, lo - off, hi - lo);
+    }
 }

@@ -1,0 +1,30 @@
+"""fastdrop's execution engine: layers -> plan -> stages.
+
+* ``context``: modes (TRAIN, INFER, MC) and the per-call ``Context`` (noise keys).
+* ``stage``: the ``Stage`` contract (bind / buffers / forward / backward).
+* ``plan``: fusion rules that turn layers into stages.
+* ``arena``: one allocation for every stage's buffers at a batch capacity.
+
+How to add a layer
+------------------
+1. A class in ``fastdrop/layers/`` deriving ``fastdrop.layers.base.Layer``: its
+   constructor validates the Keras arguments; ``create_variables(input_shape)`` declares
+   variables with ``self.add_weight(name, shape, initializer, trainable=True,
+   regularizer=None, constraint=None)`` (state variables: ``trainable=False, state=True``);
+   ``compute_output_shape(input_shape)`` on per-sample shapes; ``get_config()``;
+   ``noisy = True`` if it draws noise; ``make_stage()`` returns its stage.
+2. A ``Stage`` subclass (``fastdrop/engine/stage.py`` documents the contract) calling the C
+   kernels through ``fastdrop._core``; noise through ``ctx.mask(...)``.
+3. Optionally a fusion rule (``@fusion_rule``) that merges it with its neighbours.
+4. Its kernels in ``csrc/``, bindings in ``fastdrop/_core_<family>.pxi``, a NumPy
+   reference in ``fastdrop/reference/`` and tests against that reference.
+Register the class in ``fastdrop/layers/__init__.py`` (``LAYER_TYPES``, for loading).
+``Sequential`` is never edited.
+"""
+from .context import INFER, MC, MODES, TRAIN, Context
+from .stage import IdentityStage, Stage
+from .plan import fusion_rule, make_plan
+from .arena import Arena
+
+__all__ = ["TRAIN", "INFER", "MC", "MODES", "Context", "Stage", "IdentityStage",
+           "fusion_rule", "make_plan", "Arena"]
