@@ -142,3 +142,14 @@ int fd_threads_for(int64_t work, int64_t grain) {
     if ((int64_t)t > chunks) t = (int)chunks;
     return t < 1 ? 1 : t;
 }
+
+/* Flush subnormals inside kernels (fpenv.h); fastdrop.set_flush_denormals. */
+int fd_flush_denormals_flag = 1;
+
+void fd_set_flush_denormals(int on) {
+    __atomic_store_n(&fd_flush_denormals_flag, on ? 1 : 0, __ATOMIC_RELAXED);
+}
+
+int fd_get_flush_denormals(void) {
+    return __atomic_load_n(&fd_flush_denormals_flag, __ATOMIC_RELAXED);
+}

@@ -37,6 +37,11 @@ int  fd_openmp_enabled(void);
 void fd_set_num_threads(int n);            /* n <= 0 restores the default            */
 int  fd_get_num_threads(void);            /* set value, else OMP default, else 1    */
 
+/* Flush subnormals to zero inside kernels (FTZ+DAZ on every kernel thread, the caller's
+ * state restored on exit; default on).  See fpenv.h. */
+void fd_set_flush_denormals(int on);
+int  fd_get_flush_denormals(void);
+
 /* -------------------------------------------------------------------- GEMM */
 /* Optional epilogue applied to each output element after the full K sum:
  *   z = alpha*acc + beta*C  (+ bias[c])  (relu)  (* (mask bit ? mask_scale : 0))
