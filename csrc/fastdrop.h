@@ -144,6 +144,9 @@ void fd_maxnorm_f32(int64_t rows, int64_t cols, float *w, float max_value);
 /* ------------------------------------------------------------ dropout variants */
 /* noise[i] = 1 + stddev * N(0, 1), counter-keyed per 4096-element block (variants.c). */
 void fd_gaussian_noise_f32(int64_t n, float *noise, uint64_t seed, float stddev);
+/* The noise fd_gaussian_noise_f32 gives elements [start, start + n), into noise[0, n). */
+void fd_gaussian_noise_range_f32(int64_t start, int64_t n, float *noise, uint64_t seed,
+                                 float stddev);
 void fd_mul_f32(int64_t n, float *out, const float *x, const float *y);
 void fd_selu_f32(int64_t n, float *out, const float *x);
 void fd_selu_backward_f32(int64_t n, float *out, const float *grad, const float *y);

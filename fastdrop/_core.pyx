@@ -298,6 +298,19 @@ def gaussian_noise(float[::1] noise, uint64_t seed, float stddev):
         fd_gaussian_noise_f32(noise.shape[0], &noise[0], seed, stddev)
 
 
+cdef extern from "fastdrop.h" nogil:
+    void fd_gaussian_noise_range_f32(int64_t start, int64_t n, float *noise, uint64_t seed,
+                                     float stddev)
+
+
+def gaussian_noise_range(int64_t start, float[::1] noise, uint64_t seed, float stddev):
+    """Noise of elements [start, start + len(noise)) of the stream keyed by seed."""
+    if noise.shape[0] == 0:
+        return
+    with nogil:
+        fd_gaussian_noise_range_f32(start, noise.shape[0], &noise[0], seed, stddev)
+
+
 def mul(const float[::1] x, const float[::1] y, float[::1] out):
     if x.shape[0] == 0:
         return

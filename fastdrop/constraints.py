@@ -41,3 +41,8 @@ def get(obj):
         return MaxNorm()
     raise ValueError(f"kernel_constraint must be a fastdrop.constraints object or None, "
                      f"got {obj!r}")
+
+
+def serialize(obj):
+    """The config of a constraint (None for None), as ``get`` accepts it back."""
+    return None if obj is None else obj.get_config()

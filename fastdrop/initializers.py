@@ -80,3 +80,8 @@ def name_of(init):
         if v is init:
             return k
     return None
+
+
+def names():
+    """The names ``get`` accepts."""
+    return tuple(_ALL)

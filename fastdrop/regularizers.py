@@ -62,3 +62,8 @@ def get(obj):
         return {"l1": l1, "l2": l2, "l1_l2": l1_l2}[obj]()
     raise ValueError(f"kernel_regularizer must be a fastdrop.regularizers object, 'l1', "
                      f"'l2', 'l1_l2' or None, got {obj!r}")
+
+
+def serialize(obj):
+    """The config of a regularizer (None for None), as ``get`` accepts it back."""
+    return None if obj is None else obj.get_config()

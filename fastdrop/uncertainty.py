@@ -8,9 +8,11 @@ prediction and the weights (BALD).
 
 The T passes are batched: each chunk of inputs is run as one batch of T×m rows, so weights
 are read once per chunk rather than once per pass, and masks come from the counter-keyed
-generator at memory speed.  When the first layer is a Dense with no dropout on its input,
-its output is the same for every pass: it is computed once and only its dropout mask
-differs — MC prediction then costs *less* than T plain predictions.
+generator at memory speed.  The deterministic prefix of the model (every stage before
+the first noisy one: convolutions, BatchNorm on its moving statistics, ...) runs once per
+chunk, and a first noisy Dense computes its GEMM once and only its masks differ per pass,
+so MC prediction can cost *less* than T plain predictions.  BatchNormalization uses its
+moving statistics in MC mode (unlike Keras's ``training=True`` trick).
 """
 import numbers
 import os
@@ -19,10 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from . import layers as _layers
-from . import random as _random
+from .engine import INFER, MC, Context
 
-_ROWS_PER_CHUNK = 4096   # T×m rows per batched pass: activations stay cache-friendly
 
 
 @dataclass
@@ -52,8 +52,18 @@ def mutual_information(samples):
     return _entropy(s.mean(0)) - _entropy(s).mean(0)
 
 
+_MC_CHUNK_BYTES = 48 << 20   # activation bytes of one batched chunk (T x m rows)
+
+
 def _mc_moments(model, x, mc_samples, seed, batch_size):
-    """(mean, variance, expected entropy) over ``mc_samples`` stochastic passes."""
+    """(mean, variance, expected entropy) over ``mc_samples`` stochastic passes.
+
+    The deterministic prefix (every stage before the first noisy one) runs once per
+    chunk; its output is tiled T times (pass-major rows) and the rest runs as one MC
+    batch.  Chunks are sized by activation bytes.  Masks are keyed by (seed, layer, pass,
+    global sample index): the result does not depend on batch_size or on the other
+    samples in x.
+    """
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, numbers.Integral) \
             or mc_samples < 1:
         raise ValueError(f"mc_samples must be a positive integer, got {mc_samples!r}")
@@ -64,53 +74,45 @@ def _mc_moments(model, x, mc_samples, seed, batch_size):
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     x, batch_size = model._prepare_predict(x, batch_size)
     n = x.shape[0]
-    c = model.output_dim
-    m_chunk = max(1, min(n, batch_size or max(1, _ROWS_PER_CHUNK // T)))
-    cap = m_chunk * T
-    model._ensure_capacity(cap)
+    sample_shape = x.shape[1:]
+    model._ensure(sample_shape, T)
+    out_shape = model._bound_out
+    c = int(np.prod(out_shape))
+    if n == 0:
+        return (np.empty((0,) + out_shape, np.float32), np.empty((0,) + out_shape, np.float32),
+                np.empty(0))
+    per_row = model._row_bytes()
+    m_chunk = batch_size or max(1, _MC_CHUNK_BYTES // (T * per_row))
+    m_chunk = max(1, min(n, m_chunk))
+    model._ensure(sample_shape, T * m_chunk)
     stages = model._stages
-    first = stages[0]
-    shortcut = isinstance(first, _layers.DenseStage) and first.dense.drop_connect == 0
-    if shortcut:
-        tiled = np.empty((cap, first.units), np.float32)
-        tmask = np.empty((cap * first.units + 7) // 8, np.uint8)
-    else:
-        tiled = np.empty((cap, x.shape[1]), np.float32)
-    probs = np.empty((cap, c), np.float32)
+    k = model._first_noisy
+    prefix, rest = stages[:k], stages[k:]
+    mid_shape = prefix[-1].out_shape if prefix else sample_shape
+    tiled = np.empty((T * m_chunk,) + tuple(mid_shape), np.float32)
+    probs = np.empty((T * m_chunk, c), np.float32)
     mean = np.empty((n, c), np.float32)
     var = np.empty((n, c), np.float32)
     ent = np.empty(n, np.float64)
+    softmax_head = model._head == "softmax"
     for lo in range(0, n, m_chunk):
         hi = min(lo + m_chunk, n)
         m = hi - lo
         rows = T * m
-        seeds = [_random.derive(seed, _random.KEY_MC, lo, i) for i in range(len(stages))]
-        if shortcut:
-            h = first.forward(x[lo:hi], m, False, 0)        # identical for every pass
-            H = tiled[:rows]
-            H.reshape(T, m, -1)[...] = h
-            if first.dropout is not None:
-                flat = H.reshape(-1)
-                _core.dropout_forward(flat, flat, seeds[0], first.dropout.rate,
-                                      tmask[:(flat.size + 7) // 8])
-            rest = list(enumerate(stages))[1:]
-        else:
-            H = tiled[:rows]
-            H.reshape(T, m, -1)[...] = x[lo:hi]
-            rest = list(enumerate(stages))
-        for i, s in rest:
-            H = s.forward(H, rows, True, 0, seeds[i])
-        if model._final_softmax:
-            _core.softmax(H, probs[:rows])
-            P = probs[:rows].reshape(T, m, c)
-        else:
-            P = H.reshape(T, m, c)
+        h = model._forward(Context(INFER, m), x[lo:hi], prefix)
+        H = tiled[:rows]
+        H.reshape((T, m) + tuple(mid_shape))[...] = h
+        ctx = Context(MC, rows, seed=seed, passes=T, offset=lo)
+        ctx.tiled = True
+        out = model._forward(ctx, H, rest) if rest else H
+        P = model._apply_head(out.reshape(rows, -1), probs[:rows]).reshape(T, m, c)
         P64 = P.astype(np.float64)
         mu = P64.mean(0)
         mean[lo:hi] = mu
         var[lo:hi] = ((P64 - mu) ** 2).mean(0)
-        ent[lo:hi] = _entropy(P64).mean(0) if model._final_softmax else np.nan
-    return mean, var, ent
+        ent[lo:hi] = _entropy(P64).mean(0) if softmax_head else np.nan
+    shape = (n,) + tuple(out_shape)
+    return mean.reshape(shape), var.reshape(shape), ent
 
 
 def mc_predict(model, x, mc_samples=50, seed=None, batch_size=None):
@@ -121,7 +123,7 @@ def mc_predict(model, x, mc_samples=50, seed=None, batch_size=None):
     """
     with model._lock:
         mean, var, exp_ent = _mc_moments(model, x, mc_samples, seed, batch_size)
-    pe = predictive_entropy(mean) if model._final_softmax else np.full(mean.shape[0], np.nan)
+    pe = predictive_entropy(mean) if model._head == 'softmax' else np.full(mean.shape[0], np.nan)
     return MCDropoutResult(mean=mean, std=np.sqrt(var), predictive_entropy=pe,
                            expected_entropy=exp_ent,
                            mutual_information=np.maximum(pe - exp_ent, 0.0))

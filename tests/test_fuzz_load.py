@@ -130,7 +130,7 @@ def check_case(path, what, outcome, expect_rejection=False):
         assert not expect_rejection, f"{what}: damaged file loaded"
         outcome.loaded += 1
         try:
-            dim = model.input_dim if model.built else model._declared_input_dim()
+            dim = model.input_shape[-1] if model.input_shape else None
             x, y = _data(dim or 8, n=20, seed=5)
             out = model.predict(x)
             assert out.shape[0] == 20 and np.isfinite(out).all(), what
@@ -364,7 +364,7 @@ EXTREME_VALUES = [-1, -7, 2**31, 2**63, 10**30, 1e300, float("inf"), float("-inf
                   float("nan")]
 # fields whose huge values would make a *successful* multi-GB allocation possible on a
 # machine that overcommits memory; they are covered by the dedicated tests below
-SIZE_FIELDS = {"units", "input_dim"}
+SIZE_FIELDS = {"units", "input_dim", "input_shape"}
 
 
 def _paths(obj, prefix=()):
@@ -436,7 +436,7 @@ def _set(*keys_value):
 
 @pytest.mark.parametrize("keys", [
     pytest.param(("config", "seed")),
-    pytest.param(("input_dim",)),
+    pytest.param(("input_shape", 0)),
     pytest.param(("step",)),
     pytest.param(("compile", "optimizer_iterations")),
     ("config", "layers", 0, "config", "units"),

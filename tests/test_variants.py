@@ -7,7 +7,10 @@ import pytest
 import fastdrop
 from fastdrop import _core, reference as R
 from fastdrop.layers import AlphaDropout, Dense, Dropout, GaussianDropout
+from fastdrop.engine import Context
 from fastdrop.models import Sequential
+
+from helpers import build_layer, run_stage
 
 
 def data(n=24, d=6, classes=3, seed=0):
@@ -15,27 +18,31 @@ def data(n=24, d=6, classes=3, seed=0):
     return rng.normal(size=(n, d)).astype(np.float32), rng.integers(0, classes, n)
 
 
-def flat_grads(model):
-    return model._grads.astype(np.float64).copy()
-
-
 def fd_check(model, x, y, step=3, eps=3e-3, rtol=3e-2, atol=2e-3, max_params=60):
     """Central differences of the model's own loss (noise fixed by the step) vs its
-    analytic gradient, on up to max_params parameters spread over the block."""
-    model._ensure_capacity(x.shape[0])
-    m = x.shape[0]
-    model._loss_and_grads(x, y, m, step)
-    g = flat_grads(model)
-    idx = np.linspace(0, model._params.size - 1, min(max_params, model._params.size)).astype(int)
+    analytic gradient (Sequential.loss_and_gradients), on up to max_params parameters
+    spread over the weights."""
+    res = model.loss_and_gradients(x, y, step=step)
+    g = np.concatenate([a.ravel() for a in res["gradients"]]).astype(np.float64)
+    ws = model.get_weights()
+    sizes = [w.size for w in ws]
+    flat = np.concatenate([w.ravel() for w in ws])
+
+    def loss_at(vec):
+        parts = np.split(vec, np.cumsum(sizes)[:-1])
+        model.set_weights([p.reshape(w.shape) for p, w in zip(parts, ws)])
+        return model.loss_and_gradients(x, y, step=step)["loss"]
+
+    idx = np.linspace(0, flat.size - 1, min(max_params, flat.size)).astype(int)
     for i in idx:
-        old = model._params[i]
-        model._params[i] = old + eps
-        lp = model._loss_and_grads(x, y, m, step)[0] / m
-        model._params[i] = old - eps
-        lm = model._loss_and_grads(x, y, m, step)[0] / m
-        model._params[i] = old
+        v = flat.copy()
+        v[i] = flat[i] + eps
+        lp = loss_at(v)
+        v[i] = flat[i] - eps
+        lm = loss_at(v)
         num = (float(lp) - float(lm)) / (2 * eps)
         assert g[i] == pytest.approx(num, rel=rtol, abs=atol), f"parameter {i}"
+    loss_at(flat)
 
 
 # ------------------------------------------------------------------- kernels
@@ -72,36 +79,31 @@ def test_selu_matches_reference():
 # -------------------------------------------------------------------- layers
 def test_gaussian_dropout_layer_statistics():
     x = np.ones((512, 256), np.float32)
-    model = Sequential([GaussianDropout(0.3), Dense(2, input_dim=256)], seed=0)
-    model.build()
-    model._ensure_capacity(512)
-    y = model._stages[0].forward(x, 512, True, 0)
+    layer = build_layer(GaussianDropout(0.3), (256,))
+    stage, ctx, y = run_stage(layer.make_stage(), x, "train")
     std = np.sqrt(0.3 / 0.7)
     assert y.mean() == pytest.approx(1.0, abs=5 * std / np.sqrt(y.size))
     assert y.std() == pytest.approx(std, rel=0.02)
-    assert model._stages[0].forward(x, 512, False, 0) is x      # identity at inference
+    assert stage.forward(Context("infer", 512), x) is x      # identity at inference
 
 
 def test_alpha_dropout_keeps_selu_moments():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1024, 512)).astype(np.float32)    # SELU's fixed point: N(0, 1)
-    model = Sequential([AlphaDropout(0.2), Dense(2, input_dim=512)], seed=0)
-    model.build()
-    model._ensure_capacity(1024)
-    y = model._stages[0].forward(x, 1024, True, 0).astype(np.float64)
+    layer = build_layer(AlphaDropout(0.2), (512,))
+    stage, ctx, y = run_stage(layer.make_stage(), x, "train")
+    y = y.astype(np.float64)
     assert y.mean() == pytest.approx(0.0, abs=0.01)
     assert y.var() == pytest.approx(1.0, abs=0.02)
-    kept = np.unpackbits(model._stages[0]._mask, count=x.size, bitorder="little")
+    kept = stage.noise_masks(1024)[layer.name]
     assert kept.mean() == pytest.approx(0.8, abs=5 * np.sqrt(0.16 / x.size))
 
 
 @pytest.mark.parametrize("noise_shape,axis", [((1, 40), 0), ((None, 1), 1)])
 def test_dropout_noise_shape_shares_mask(noise_shape, axis):
     x = np.ones((64, 40), np.float32)
-    model = Sequential([Dropout(0.5, noise_shape=noise_shape), Dense(2, input_dim=40)], seed=1)
-    model.build()
-    model._ensure_capacity(64)
-    y = model._stages[0].forward(x, 64, True, 0)
+    layer = build_layer(Dropout(0.5, noise_shape=noise_shape), (40,))
+    _, _, y = run_stage(layer.make_stage(), x, "train", seed=1)
     kept = y != 0
     # the mask is constant along the shared axis
     assert np.all(kept == kept.take([0], axis=axis))
@@ -109,20 +111,33 @@ def test_dropout_noise_shape_shares_mask(noise_shape, axis):
     np.testing.assert_array_equal(y[kept], 2.0)
 
 
+def test_dropout_noise_shape_on_images_drops_whole_channels():
+    x = np.ones((16, 5, 6, 8), np.float32)
+    layer = build_layer(Dropout(0.5, noise_shape=(None, 1, 1, 8)), (5, 6, 8))
+    _, _, y = run_stage(layer.make_stage(), x, "train", seed=3)
+    kept = y != 0
+    assert np.all(kept == kept[:, :1, :1, :])
+    assert 0 < kept.mean() < 1
+
+
 def test_drop_connect_masks_weights_in_training_only():
     x, y = data(n=8, d=6)
     model = Sequential([Dense(5, activation="relu", input_dim=6, drop_connect=0.5),
                         Dense(3, activation="softmax")], seed=2)
     model.compile("sgd", "sparse_categorical_crossentropy")
-    model.build()
-    model._ensure_capacity(8)
-    st = model._stages[0]
-    st.forward(x, 8, True, 0)
-    kept = np.unpackbits(st._wmask, count=30, bitorder="little").reshape(6, 5).astype(bool)
-    np.testing.assert_array_equal(st.wm, np.where(kept, model.layers[0].kernel * 2.0, 0))
-    h = st.forward(x, 8, False, 0)
+    res = model.loss_and_gradients(x, y, step=0)
+    dense = model.layers[0]
+    kept = res["masks"][dense.name + "/kernel"]
+    assert 0 < kept.mean() < 1
     w = model.get_weights()
-    np.testing.assert_allclose(h, np.maximum(x @ w[0] + w[1], 0), rtol=1e-5, atol=1e-6)
+    # the training forward used the masked kernel
+    h = model(x, training=True)
+    wm = np.where(kept, w[0] * 2.0, 0)
+    z = np.maximum(x @ wm + w[1], 0) @ w[2] + w[3]
+    np.testing.assert_allclose(h, R.softmax(z), rtol=1e-4, atol=1e-6)
+    # inference uses the full kernel
+    z = np.maximum(x @ w[0] + w[1], 0) @ w[2] + w[3]
+    np.testing.assert_allclose(model.predict(x), R.softmax(z), rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------- gradients (noise fixed)
@@ -133,14 +148,13 @@ def test_drop_connect_masks_weights_in_training_only():
              GaussianDropout(0.2), Dense(3, activation="softmax")],
     lambda: [Dense(7, activation="selu", input_dim=6, drop_connect=0.3),
              Dense(3, activation="softmax", drop_connect=0.2)],
-    lambda: [Dropout(0.3, noise_shape=(1, 6)), Dense(7, activation="selu", input_dim=6),
+    lambda: [Dropout(0.3, noise_shape=(1, 6), input_shape=(6,)), Dense(7, activation="selu"),
              Dropout(0.5, noise_shape=(None, 1)), Dense(3, activation="softmax")],
 ])
 def test_variant_gradients_match_finite_differences(build):
     x, y = data()
     model = Sequential(build(), seed=5)
     model.compile("sgd", "sparse_categorical_crossentropy")
-    model.build()
     fd_check(model, x, y)
 
 

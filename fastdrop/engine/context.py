@@ -37,7 +37,7 @@ class Context:
     seed     base seed of the noise (model seed in TRAIN, the call's seed in MC)
     """
 
-    __slots__ = ("mode", "step", "m", "samples", "passes", "offset", "seed", "seq_mask")
+    __slots__ = ("mode", "step", "m", "samples", "passes", "offset", "seed", "seq_mask", "tiled")
 
     def __init__(self, mode, m, step=0, seed=0, passes=1, offset=0):
         if mode not in MODES:
@@ -50,6 +50,7 @@ class Context:
         self.offset = int(offset)
         self.seed = int(seed)
         self.seq_mask = None   # (m, T) bool: steps to skip (Embedding(mask_zero=True))
+        self.tiled = False     # MC: every pass's rows hold the same input (after the prefix)
 
     @property
     def training(self):

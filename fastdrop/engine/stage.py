@@ -65,6 +65,11 @@ class Stage:
     def backward(self, ctx, dy, need_dx):
         raise NotImplementedError
 
+    def noise_masks(self, m):
+        """{name: bool keep array} of the noise the last TRAIN forward drew (tests and
+        introspection; see ``Sequential.loss_and_gradients``)."""
+        return {}
+
     def mask_out(self, ctx, mask):
         """The sequence mask (m, T) after this stage, given the one before it.  Default:
         kept while the time axis is kept."""

@@ -1,4 +1,23 @@
-"""Layers of a fastdrop ``Sequential`` model (Keras names, arguments and defaults)."""
-from .._layers_v1 import *  # noqa: F401,F403  (transitional: replaced by the v2 layers)
-from .._layers_v1 import (ACTIVATIONS, FUSED_BACKWARD, LAYER_TYPES, Layer,  # noqa: F401
-                          _activation, _dropout_seed)
+"""Layers of a fastdrop ``Sequential`` model (Keras names, arguments, defaults and weight
+layouts).  Each layer is configuration plus shape inference and declared variables; its
+stage (``fastdrop.engine``) does the computing.  See ``fastdrop.engine`` for how to add
+a layer."""
+from .base import Layer, Variable
+from .core import Activation, Dense, Flatten, Input, InputLayer, ReLU, Reshape
+from .noise import AlphaDropout, Dropout, GaussianDropout
+
+# the engine's core stages register their fusion rules on import
+from ..engine import core_stages as _core_stages  # noqa: F401,E402
+
+LAYER_TYPES = {c.__name__: c for c in (Dense, Dropout, GaussianDropout, AlphaDropout, Activation,
+                                        ReLU, Flatten, Reshape, InputLayer)}
+
+
+def _register(*classes):
+    for c in classes:
+        LAYER_TYPES[c.__name__] = c
+        globals()[c.__name__] = c
+
+
+__all__ = ["Layer", "Variable", "Dense", "Dropout", "GaussianDropout", "AlphaDropout",
+           "Activation", "ReLU", "Flatten", "Reshape", "Input", "InputLayer", "LAYER_TYPES"]

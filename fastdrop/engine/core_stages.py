@@ -1,0 +1,365 @@
+"""Stages of the core layers: Dense (+activation, +Dropout, fused), activations, and the
+noise layers.  See ``stage.py`` for the contract."""
+import numpy as np
+
+from .. import _core
+from .. import random as _random
+from . import activations as _acts
+from .context import MC, TRAIN
+from .plan import fusion_rule
+from .stage import IdentityStage, Stage
+
+
+def _prod(shape):
+    return int(np.prod(shape, dtype=np.int64))
+
+
+class DenseStage(Stage):
+    """Dense (+ activation) (+ element-wise Dropout) as one GEMM with a fused epilogue:
+    bias, ReLU and the dropout bit mask are applied to each output tile.  Other
+    activations run right after the GEMM on the same buffer.  DropConnect masks the
+    kernel once per step (per pass in MC).  On N-D inputs the GEMM runs over all leading
+    positions at once (rows = samples × positions)."""
+
+    def __init__(self, dense, act, dropout):
+        layers = [dense] + ([dropout] if dropout is not None else [])
+        super().__init__(layers)
+        self.dense = dense
+        self.act = act
+        self.relu = act == "relu"
+        self.fn = None if act in ("linear", "relu") else _acts.get(act)
+        if act not in ("linear", "relu") and self.fn is None:
+            raise ValueError(f"activation {act!r} is not available in this build")
+        self.dropout = dropout if (dropout is not None and dropout.rate > 0) else None
+        self.noisy = self.dropout is not None or dense.drop_connect > 0
+
+    def infer_shape(self, in_shape):
+        return tuple(in_shape[:-1]) + (self.dense.units,)
+
+    def bind(self, in_shape):
+        out = super().bind(in_shape)
+        self.rows = _prod(in_shape[:-1])        # GEMM rows per sample
+        self.fan_in = in_shape[-1]
+        return out
+
+    def buffers(self, capacity):
+        d = self.dense
+        rows = capacity * self.rows
+        b = {"out": ((rows, d.units), np.float32), "dz": ((rows, d.units), np.float32),
+             "dx": ((rows, self.fan_in), np.float32)}
+        if self.fn is not None and self.fn.needs == "z":
+            b["z"] = ((rows, d.units), np.float32)
+        if self.dropout is not None:
+            b["mask"] = (((rows * d.units + 7) // 8,), np.uint8)
+        if d.drop_connect > 0:
+            b["wm"] = ((self.fan_in, d.units), np.float32)
+            b["wmask"] = (((self.fan_in * d.units + 7) // 8,), np.uint8)
+        return b
+
+    def _masked_kernel(self, seed_key):
+        d = self.dense
+        w = self.buf["wm"]
+        wmask = self.buf["wmask"]
+        _core.dropout_forward(d.kernel.reshape(-1), w.reshape(-1), seed_key, d.drop_connect,
+                              wmask)
+        return w
+
+    def _activate(self, h, M):
+        if self.fn is None:
+            return
+        if self.fn.needs == "z":
+            z = self.buf["z"][:M]
+            z[...] = h
+            self.fn.forward(z.reshape(-1), h.reshape(-1))
+        else:
+            self.fn.forward(h.reshape(-1), h.reshape(-1))
+
+    def forward(self, ctx, x):
+        d = self.dense
+        M = ctx.m * self.rows
+        x2 = x.reshape(M, self.fan_in)
+        h = self.buf["out"][:M]
+        self._x = x2
+        self._mask = None
+        self._wmask = None
+        if not ctx.noise or not self.noisy:
+            # inference (or nothing noisy): one GEMM with the bias/ReLU epilogue
+            _core.gemm(x2, d.kernel, h, False, False, 1.0, 0.0, d.bias, self.relu)
+            self._activate(h, M)
+            return h.reshape((ctx.m,) + self.out_shape)
+        drop = self.dropout
+        if ctx.mode == MC and d.drop_connect > 0:
+            # one kernel mask per pass: a GEMM per pass, then the dropout mask
+            s = ctx.samples * self.rows
+            for p in range(ctx.passes):
+                w = self._masked_kernel(_random.derive(ctx.seed, _random.KEY_DROPCONNECT,
+                                                       d._model_index, p))
+                _core.gemm(x2[p * s:(p + 1) * s], w, h[p * s:(p + 1) * s], False, False,
+                           1.0, 0.0, d.bias, self.relu)
+            if drop is not None:
+                mask = ctx.mask(self.buf["mask"], drop.rate, self.rows * d.units,
+                                drop.noise_index, drop.seed)
+                flat = h.reshape(-1)
+                _core.dropout_apply(flat, mask, flat, drop.scale)
+            self._activate(h, M)
+            return h.reshape((ctx.m,) + self.out_shape)
+        if ctx.mode == MC and getattr(ctx, "tiled", False) and drop is not None:
+            # every pass sees the same input rows: one GEMM for the samples, then T copies
+            # that differ only in their masks
+            s = ctx.samples * self.rows
+            _core.gemm(x2[:s], d.kernel, h[:s], False, False, 1.0, 0.0, d.bias, self.relu)
+            h.reshape(ctx.passes, s, d.units)[1:] = h[:s]
+            mask = ctx.mask(self.buf["mask"], drop.rate, self.rows * d.units,
+                            drop.noise_index, drop.seed)
+            flat = h.reshape(-1)
+            _core.dropout_apply(flat, mask, flat, drop.scale)
+            self._activate(h, M)
+            return h.reshape((ctx.m,) + self.out_shape)
+        mask = None
+        if drop is not None:
+            mask = ctx.mask(self.buf["mask"], drop.rate, self.rows * d.units,
+                            drop.noise_index, drop.seed)
+        self._mask = mask
+        w = d.kernel
+        if d.drop_connect > 0:
+            w = self._masked_kernel(_random.derive(ctx.seed, _random.KEY_DROPCONNECT,
+                                                   d._model_index, ctx.step))
+            self._wmask = self.buf["wmask"]
+        _core.gemm(x2, w, h, False, False, 1.0, 0.0, d.bias, self.relu, mask,
+                   drop.scale if mask is not None else 1.0)
+        self._activate(h, M)
+        return h.reshape((ctx.m,) + self.out_shape)
+
+    def noise_masks(self, m):
+        out = {}
+        d = self.dense
+        if self._mask is not None:
+            n = m * self.rows * d.units
+            out[self.dropout.name] = np.unpackbits(self._mask, count=n, bitorder="little") \
+                .astype(bool).reshape((m,) + self.out_shape)
+        if self._wmask is not None:
+            out[d.name + "/kernel"] = np.unpackbits(
+                self._wmask, count=d.kernel.size, bitorder="little").astype(bool) \
+                .reshape(d.kernel.shape)
+        return out
+
+    def backward(self, ctx, dy, need_dx):
+        d = self.dense
+        M = ctx.m * self.rows
+        dh = dy.reshape(M, d.units)
+        h = self.buf["out"][:M]
+        mask = self._mask
+        dz = self.buf["dz"][:M]
+        bias_done = False
+        scale = self.dropout.scale if mask is not None else 1.0
+        if self.relu or (mask is not None and self.fn is None):
+            # one pass: ReLU sign / dropout mask, and the bias gradient (column sums)
+            _core.dense_backward_act(dh, h, None if self.relu else mask, scale, self.relu, dz,
+                                     d.dbias if d.use_bias else None)
+            bias_done = True
+        elif self.fn is not None:
+            z = self.buf["z"][:M] if self.fn.needs == "z" else None
+            self.fn.backward(dh.reshape(-1), None if z is None else z.reshape(-1),
+                             h.reshape(-1), dz.reshape(-1))
+        else:
+            dz = dh
+        _core.gemm(self._x, dz, d.dkernel, True, False, 1.0, 0.0)
+        w = d.kernel
+        if self._wmask is not None:
+            flat = d.dkernel.reshape(-1)
+            _core.dropout_apply(flat, self._wmask, flat,
+                                float(np.float32(1.0 / (1.0 - d.drop_connect))))
+            w = self.buf["wm"]
+        if d.use_bias and not bias_done:
+            _core.colsum(dz, d.dbias)
+        if not need_dx:
+            return None
+        dx = self.buf["dx"][:M]
+        _core.gemm(dz, w, dx, False, True, 1.0, 0.0)
+        return dx.reshape((ctx.m,) + self.in_shape)
+
+
+def _plan_act(layer):
+    return getattr(layer, "_plan_act", None) or layer.activation
+
+
+@fusion_rule
+def dense_rule(layers, i):
+    """Dense [+ Activation] [+ element-wise Dropout] -> one DenseStage."""
+    from ..layers.core import Activation, Dense
+    from ..layers.noise import Dropout
+    layer = layers[i]
+    if type(layer) is not Dense:
+        return None
+    act = _plan_act(layer)
+    j = i + 1
+    if act == "linear" and j < len(layers) and isinstance(layers[j], Activation) \
+            and _plan_act(layers[j]) not in ("linear", "softmax"):
+        act = _plan_act(layers[j])
+        j += 1
+    drop = None
+    if act in ("linear", "relu") and j < len(layers) and type(layers[j]) is Dropout \
+            and layers[j].elementwise:
+        drop = layers[j]
+        j += 1
+    return (lambda: DenseStage(layer, act, drop)), j - i
+
+
+class ActivationStage(Stage):
+    def __init__(self, layer, act):
+        super().__init__([layer])
+        self.act = act
+        if act == "linear":
+            self.fn = None
+        else:
+            self.fn = _acts.get(act)
+            if self.fn is None:
+                raise ValueError(f"activation {act!r} is only supported as the last layer "
+                                 f"(fused with its loss)" if act in _acts.HEADS else
+                                 f"activation {act!r} is not available in this build")
+
+    def buffers(self, capacity):
+        return {} if self.fn is None else super().buffers(capacity)
+
+    def forward(self, ctx, x):
+        if self.fn is None:
+            return x
+        self._x = x
+        y = self.buf["out"][:ctx.m]
+        self.fn.forward(x.reshape(-1), y.reshape(-1))
+        return y
+
+    def backward(self, ctx, dy, need_dx):
+        if not need_dx:
+            return None
+        if self.fn is None:
+            return dy
+        dx = self.buf["dx"][:ctx.m]
+        self.fn.backward(dy.reshape(-1), self._x.reshape(-1), self.buf["out"][:ctx.m].reshape(-1),
+                         dx.reshape(-1))
+        return dx
+
+
+class _NoiseStage(Stage):
+    """A noise layer as its own stage: identity without noise; with noise
+    ``_noise_forward`` draws the call's noise and ``_noise_backward`` applies it to the
+    gradient."""
+
+    def __init__(self, layer):
+        super().__init__([layer])
+        self.layer = layer
+        self.noisy = layer.rate > 0
+
+    def bind(self, in_shape):
+        out = super().bind(in_shape)
+        self.dim = _prod(in_shape)
+        return out
+
+    def forward(self, ctx, x):
+        self._active = ctx.noise and self.layer.rate > 0
+        if not self._active:
+            return x
+        y = self.buf["out"][:ctx.m]
+        self._noise_forward(ctx, x.reshape(-1), y.reshape(-1))
+        return y
+
+    def backward(self, ctx, dy, need_dx):
+        if not need_dx:
+            return None
+        if not self._active:
+            return dy
+        dx = self.buf["dx"][:ctx.m]
+        self._noise_backward(ctx, dy.reshape(-1), dx.reshape(-1))
+        return dx
+
+
+class DropoutStage(_NoiseStage):
+    """A Dropout not fused into a Dense (on inputs, after other layers, or with a
+    noise_shape: the mask is drawn at the broadcast shape and expanded)."""
+
+    def buffers(self, capacity):
+        b = super().buffers(capacity)
+        b["mask"] = (((capacity * self.dim + 7) // 8,), np.uint8)
+        return b
+
+    def _make_mask(self, ctx):
+        layer = self.layer
+        out = self.buf["mask"]
+        shared, mshape = layer.mask_shape(self.in_shape)
+        if not shared and mshape == self.in_shape:
+            return ctx.mask(out, layer.rate, self.dim, layer.noise_index, layer.seed)
+        k = _prod(mshape)
+        if shared:   # one mask per step (per pass in MC) shared by every sample
+            passes = ctx.passes if ctx.mode == MC else 1
+            rows = ctx.m // passes
+            keep = np.empty((passes, k), bool)
+            small = np.empty((k + 7) // 8, np.uint8)
+            for p in range(passes):
+                _core.dropout_mask(k, ctx.noise_seed(layer.noise_index, layer.seed,
+                                                     pass_index=p), layer.rate, small)
+                keep[p] = np.unpackbits(small, count=k, bitorder="little").astype(bool)
+            full = np.broadcast_to(keep.reshape((passes, 1) + mshape),
+                                   (passes, rows) + self.in_shape)
+        else:
+            small = np.empty((ctx.m * k + 7) // 8, np.uint8)
+            ctx.mask(small, layer.rate, k, layer.noise_index, layer.seed)
+            keep = np.unpackbits(small, count=ctx.m * k, bitorder="little").astype(bool)
+            full = np.broadcast_to(keep.reshape((ctx.m,) + mshape), (ctx.m,) + self.in_shape)
+        bits = np.packbits(full.reshape(-1), bitorder="little")
+        view = out[:bits.size]
+        view[...] = bits
+        return view
+
+    def noise_masks(self, m):
+        if not getattr(self, "_active", False):
+            return {}
+        keep = np.unpackbits(self._mask, count=m * self.dim, bitorder="little")
+        return {self.layer.name: keep.astype(bool).reshape((m,) + self.in_shape)}
+
+    def _noise_forward(self, ctx, x, y):
+        self._mask = self._make_mask(ctx)
+        _core.dropout_apply(x, self._mask, y, self.layer.scale)
+
+    def _noise_backward(self, ctx, dy, dx):
+        _core.dropout_apply(dy, self._mask, dx, self.layer.scale)
+
+
+class GaussianDropoutStage(_NoiseStage):
+    def buffers(self, capacity):
+        b = super().buffers(capacity)
+        b["noise"] = ((capacity * self.dim,), np.float32)
+        return b
+
+    def _noise_forward(self, ctx, x, y):
+        n = ctx.m * self.dim
+        noise = self.buf["noise"][:n]
+        layer = self.layer
+        if ctx.mode == MC:
+            s = ctx.samples * self.dim
+            for p in range(ctx.passes):
+                _core.gaussian_noise_range(ctx.offset * self.dim, noise[p * s:(p + 1) * s],
+                                           ctx.noise_seed(layer.noise_index, layer.seed,
+                                                          pass_index=p), layer.stddev)
+        else:
+            _core.gaussian_noise(noise, ctx.noise_seed(layer.noise_index, layer.seed),
+                                 layer.stddev)
+        _core.mul(x, noise, y)
+
+    def _noise_backward(self, ctx, dy, dx):
+        _core.mul(dy, self.buf["noise"][:ctx.m * self.dim], dx)
+
+
+class AlphaDropoutStage(DropoutStage):
+    def _noise_forward(self, ctx, x, y):
+        layer = self.layer
+        self._mask = ctx.mask(self.buf["mask"], layer.rate, self.dim, layer.noise_index,
+                              layer.seed)
+        a, b = layer.affine
+        _core.alpha_dropout_apply(x, self._mask, y, a, b, layer.ALPHA_P)
+
+    def _noise_backward(self, ctx, dy, dx):
+        _core.dropout_apply(dy, self._mask, dx, self.layer.affine[0])
+
+
+__all__ = ["DenseStage", "ActivationStage", "DropoutStage", "GaussianDropoutStage",
+           "AlphaDropoutStage", "IdentityStage", "TRAIN"]

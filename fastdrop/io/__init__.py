@@ -1,0 +1,1 @@
+"""Model files, weight files and data sets."""

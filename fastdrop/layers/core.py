@@ -1,0 +1,211 @@
+"""Core layers: Dense, Activation, ReLU, Flatten, Reshape, InputLayer/Input."""
+import numbers
+
+import numpy as np
+
+from .. import constraints as _constraints
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
+from ..engine import activations as _acts
+from .base import Layer, rate_arg, shape_arg, units_arg
+
+
+def activation_arg(name, arg="activation"):
+    if name is None:
+        return "linear"
+    if isinstance(name, str) and name.lower() in _acts.names():
+        return name.lower()
+    raise ValueError(f"{arg} must be one of {_acts.names()} or None, got {name!r}")
+
+
+def _init_name(init, arg):
+    name = _initializers.name_of(init)
+    if name is None:
+        raise ValueError(f"{arg} is a callable and cannot be saved in a config; use a named "
+                         f"initializer (one of {sorted(_initializers.names())})")
+    return name
+
+
+class Dense(Layer):
+    """Fully connected layer: ``y = activation(x @ kernel + bias)``, kernel (in, units).
+
+    On inputs of more than one axis it acts on the last one, as Keras.
+    activation: 'relu' (fused into the GEMM epilogue), 'linear', 'softmax' (as the last
+    layer, fused with a cross-entropy loss), or any of ``fastdrop.engine.activations``.
+    drop_connect: DropConnect rate (Wan et al., 2013): during training each weight of the
+    kernel is dropped with this probability (one mask per step, shared by the batch; kept
+    weights scaled by 1/(1-rate)); inference uses the full kernel.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, drop_connect=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units_arg(units, "units")
+        self.activation = activation_arg(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer)
+        self.bias_initializer = _initializers.get(bias_initializer)
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
+        self.kernel_constraint = _constraints.get(kernel_constraint)
+        self.bias_constraint = _constraints.get(bias_constraint)
+        self.drop_connect = rate_arg(drop_connect, "drop_connect")
+
+    @property
+    def noisy(self):
+        return self.drop_connect > 0
+
+    # v1 attribute names, kept for users and old code
+    @property
+    def input_dim(self):
+        return None if self.input_shape is None else self.input_shape[-1]
+
+    @property
+    def declared_input_dim(self):
+        d = self.declared_input_shape
+        return None if d is None else d[-1]
+
+    def create_variables(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError(f"layer {self.name!r}: the last input axis must be known, got "
+                             f"input shape {input_shape}")
+        self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer,
+                        regularizer=self.kernel_regularizer, constraint=self.kernel_constraint)
+        if self.use_bias:
+            self.add_weight("bias", (self.units,), self.bias_initializer,
+                            regularizer=self.bias_regularizer, constraint=self.bias_constraint)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def make_stage(self):
+        from ..engine.core_stages import DenseStage
+        return DenseStage(self, self.activation, None)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update({
+            "units": self.units, "activation": self.activation, "use_bias": self.use_bias,
+            "kernel_initializer": _init_name(self.kernel_initializer, "kernel_initializer"),
+            "bias_initializer": _init_name(self.bias_initializer, "bias_initializer"),
+            "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": _constraints.serialize(self.kernel_constraint),
+            "bias_constraint": _constraints.serialize(self.bias_constraint),
+            "drop_connect": self.drop_connect,
+        })
+        return cfg
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "input_dim" in config:   # v1 files
+            d = config.pop("input_dim")
+            if d is not None and "input_shape" not in config:
+                config["input_shape"] = (d,)
+        return cls(**config)
+
+
+class Activation(Layer):
+    """Applies an activation function by name (Keras names)."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activation_arg(activation)
+
+    def make_stage(self):
+        from ..engine.core_stages import ActivationStage
+        return ActivationStage(self, self.activation)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+class ReLU(Activation):
+    """Rectified linear unit, ``max(x, 0)``."""
+
+    def __init__(self, **kwargs):
+        super().__init__("relu", **kwargs)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("activation")
+        return cfg
+
+
+class Flatten(Layer):
+    """Flattens each sample to a vector, in row-major (H, W, C) order as Keras."""
+
+    def compute_output_shape(self, input_shape):
+        if any(d is None for d in input_shape):
+            raise ValueError(f"Flatten needs a fully known input shape, got {input_shape} "
+                             "(a free time axis cannot be flattened)")
+        return (int(np.prod(input_shape, dtype=np.int64)),)
+
+    def make_stage(self):
+        from ..engine.stage import IdentityStage
+        return IdentityStage([self])
+
+
+class Reshape(Layer):
+    """Reshapes each sample to ``target_shape`` (one entry may be -1)."""
+
+    def __init__(self, target_shape, **kwargs):
+        super().__init__(**kwargs)
+        ts = tuple(target_shape)
+        if sum(1 for d in ts if d == -1) > 1 or any(
+                isinstance(d, bool) or not isinstance(d, numbers.Integral) or (d <= 0 and d != -1)
+                for d in ts):
+            raise ValueError(f"target_shape must be positive integers with at most one -1, "
+                             f"got {target_shape!r}")
+        self.target_shape = tuple(int(d) for d in ts)
+
+    def compute_output_shape(self, input_shape):
+        if any(d is None for d in input_shape):
+            raise ValueError(f"Reshape needs a fully known input shape, got {input_shape}")
+        n = int(np.prod(input_shape, dtype=np.int64))
+        ts = list(self.target_shape)
+        if -1 in ts:
+            known = int(np.prod([d for d in ts if d != -1], dtype=np.int64))
+            if known == 0 or n % known:
+                raise ValueError(f"cannot reshape {input_shape} to {self.target_shape}")
+            ts[ts.index(-1)] = n // known
+        if int(np.prod(ts, dtype=np.int64)) != n:
+            raise ValueError(f"cannot reshape inputs of shape {input_shape} ({n} values) to "
+                             f"{self.target_shape}")
+        return tuple(ts)
+
+    def make_stage(self):
+        from ..engine.stage import IdentityStage
+        return IdentityStage([self])
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+class InputLayer(Layer):
+    """Declares the per-sample input shape (``keras.Input(shape=...)``)."""
+
+    def __init__(self, shape=None, input_shape=None, name=None, **kwargs):
+        shape = shape if shape is not None else input_shape
+        if shape is None:
+            raise ValueError("shape is required, e.g. Input(shape=(784,))")
+        super().__init__(name=name, input_shape=shape_arg(shape, "shape"), **kwargs)
+        self.shape = self.declared_input_shape
+
+    def make_stage(self):
+        from ..engine.stage import IdentityStage
+        return IdentityStage([self])
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("input_shape", None)
+        cfg["shape"] = [d for d in self.shape]
+        return cfg
+
+
+def Input(shape, name=None):
+    """``Input(shape=(784,))`` as the first element of ``Sequential([...])``."""
+    return InputLayer(shape=shape, name=name)

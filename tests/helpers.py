@@ -1,0 +1,49 @@
+"""Helpers shared by the tests: data sets, small models, and running one layer's stage
+through the engine contract (fastdrop.engine) without a model."""
+import numpy as np
+
+from fastdrop.engine import Arena, Context
+
+
+def blobs(n=600, d=20, classes=4, seed=0):
+    """Separable Gaussian blobs: a problem any working trainer solves."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 3, (classes, d))
+    y = rng.integers(0, classes, n)
+    x = centers[y] + rng.normal(0, 1, (n, d))
+    return x.astype(np.float32), y
+
+
+def mlp(d=20, classes=4, hidden=(32, 16), rate=0.3, seed=0, **dense_kw):
+    from fastdrop.layers import Dense, Dropout
+    from fastdrop.models import Sequential
+    layers = []
+    for i, h in enumerate(hidden):
+        layers.append(Dense(h, activation="relu", input_dim=d if i == 0 else None, **dense_kw))
+        if rate:
+            layers.append(Dropout(rate))
+    layers.append(Dense(classes, activation="softmax"))
+    return Sequential(layers, seed=seed)
+
+
+def build_layer(layer, in_shape, seed=0, noise_index=1):
+    """Build a layer standalone: its variables get values from their initializers."""
+    rng = np.random.default_rng(seed)
+    layer.build(tuple(in_shape))
+    for v in layer.variables:
+        v.value = np.asarray(v.initializer(v.shape, rng), np.float32).copy()
+        setattr(layer, v.name, v.value)
+        if v.trainable:
+            v.grad = np.zeros(v.shape, np.float32)
+            setattr(layer, "d" + v.name, v.grad)
+    if hasattr(layer, "noise_index"):
+        layer.noise_index = noise_index
+    return layer
+
+
+def run_stage(stage, x, mode="train", step=0, seed=0, capacity=None):
+    """Bind a stage to x's per-sample shape, allocate, and run forward: (stage, ctx, y)."""
+    stage.bind(x.shape[1:])
+    Arena().allocate([stage], capacity or x.shape[0])
+    ctx = Context(mode, x.shape[0], step=step, seed=seed)
+    return stage, ctx, stage.forward(ctx, np.ascontiguousarray(x, np.float32))
