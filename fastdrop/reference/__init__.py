@@ -120,7 +120,8 @@ def maxnorm(w, max_value):
 
 
 # ------------------------------------------------------------ whole-model reference
-def mlp_loss_and_grads(weights, x, labels, relu, keep=None, rates=None, dtype=np.float64):
+def mlp_loss_and_grads(weights, x, labels, relu, keep=None, rates=None, dtype=np.float64,
+                       sample_weight=None):
     """Loss and gradients of an MLP ``Dense -> (relu) -> (dropout) -> ... -> Dense ->
     softmax cross-entropy``, in plain NumPy.
 
@@ -129,6 +130,8 @@ def mlp_loss_and_grads(weights, x, labels, relu, keep=None, rates=None, dtype=np
     relu    : per hidden Dense, whether ReLU follows it
     keep    : per hidden Dense, a boolean keep mask (n, units) or None (no dropout)
     rates   : per hidden Dense, the dropout rate (scale = float32(1/(1-rate)))
+    sample_weight : (n,) per-sample loss weights; the loss is the mean over the batch of
+              weight × loss (Keras 3's 'sum_over_batch_size')
     Returns (mean loss, [dW0, db0, ...]) in ``dtype``.
     """
     ws = [np.asarray(w, dtype) for w in weights]
@@ -148,10 +151,11 @@ def mlp_loss_and_grads(weights, x, labels, relu, keep=None, rates=None, dtype=np
     logits = h @ ws[-2] + ws[-1]
     n = logits.shape[0]
     ls = log_softmax(logits)
-    loss = float(-ls[np.arange(n), labels].mean())
+    w = np.ones(n, dtype) if sample_weight is None else np.asarray(sample_weight, dtype)
+    loss = float(-(w * ls[np.arange(n), labels]).sum() / n)
     d = np.exp(ls)
     d[np.arange(n), labels] -= 1.0
-    d /= n
+    d *= (w / n)[:, None]
     grads = [None] * len(ws)
     grads[-2] = h.T @ d
     grads[-1] = d.sum(0)
