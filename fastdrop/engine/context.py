@@ -37,7 +37,8 @@ class Context:
     seed     base seed of the noise (model seed in TRAIN, the call's seed in MC)
     """
 
-    __slots__ = ("mode", "step", "m", "samples", "passes", "offset", "seed", "seq_mask", "tiled")
+    __slots__ = ("mode", "step", "m", "samples", "passes", "offset", "seed", "seq_mask", "tiled", "training",
+                 "noise")
 
     def __init__(self, mode, m, step=0, seed=0, passes=1, offset=0):
         if mode not in MODES:
@@ -51,15 +52,8 @@ class Context:
         self.seed = int(seed)
         self.seq_mask = None   # (m, T) bool: steps to skip (Embedding(mask_zero=True))
         self.tiled = False     # MC: every pass's rows hold the same input (after the prefix)
-
-    @property
-    def training(self):
-        return self.mode == TRAIN
-
-    @property
-    def noise(self):
-        """True when noise layers draw noise (TRAIN and MC)."""
-        return self.mode != INFER
+        self.training = mode == TRAIN      # batch statistics, state updates
+        self.noise = mode != INFER         # noise layers draw noise (TRAIN and MC)
 
     def noise_seed(self, layer_index, layer_seed=None, key=_random.KEY_DROPOUT, part=0,
                    pass_index=0):

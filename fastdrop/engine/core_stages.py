@@ -40,6 +40,7 @@ class DenseStage(Stage):
         out = super().bind(in_shape)
         self.rows = _prod(in_shape[:-1])        # GEMM rows per sample
         self.fan_in = in_shape[-1]
+        self.flat = len(in_shape) == 1          # (m, features) in and out: no reshapes
         return out
 
     def buffers(self, capacity):
@@ -77,7 +78,7 @@ class DenseStage(Stage):
     def forward(self, ctx, x):
         d = self.dense
         M = ctx.m * self.rows
-        x2 = x.reshape(M, self.fan_in)
+        x2 = x if self.flat else x.reshape(M, self.fan_in)
         h = self.buf["out"][:M]
         self._x = x2
         self._mask = None
@@ -85,8 +86,9 @@ class DenseStage(Stage):
         if not ctx.noise or not self.noisy:
             # inference (or nothing noisy): one GEMM with the bias/ReLU epilogue
             _core.gemm(x2, d.kernel, h, False, False, 1.0, 0.0, d.bias, self.relu)
-            self._activate(h, M)
-            return h.reshape((ctx.m,) + self.out_shape)
+            if self.fn is not None:
+                self._activate(h, M)
+            return h if self.flat else h.reshape((ctx.m,) + self.out_shape)
         drop = self.dropout
         if ctx.mode == MC and d.drop_connect > 0:
             # one kernel mask per pass: a GEMM per pass, then the dropout mask
