@@ -5,10 +5,10 @@ import numpy as np
 from fastdrop.engine import Arena, Context
 
 
-def blobs(n=600, d=20, classes=4, seed=0):
+def blobs(n=600, d=20, classes=4, seed=0, spread=3.0):
     """Separable Gaussian blobs: a problem any working trainer solves."""
     rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 3, (classes, d))
+    centers = rng.normal(0, spread, (classes, d))
     y = rng.integers(0, classes, n)
     x = centers[y] + rng.normal(0, 1, (n, d))
     return x.astype(np.float32), y

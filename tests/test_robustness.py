@@ -27,10 +27,7 @@ STEPS_PER_EPOCH = -(-N // BATCH)     # 7 (the last batch has 8 rows)
 
 
 def blobs(n=N, d=12, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 2, (classes, d))
-    y = rng.integers(0, classes, n)
-    return (centers[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+    return helpers.blobs(n, d, classes, seed, spread=2.0)
 
 
 def make(seed=5, d=12):

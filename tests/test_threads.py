@@ -29,11 +29,7 @@ from fastdrop.optimizers import Adam
 N_THREADS = 8
 
 
-def blobs(n, d=20, classes=4, seed=0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(0, 3, (classes, d))
-    y = rng.integers(0, classes, n)
-    return (centers[y] + rng.normal(0, 1, (n, d))).astype(np.float32), y
+from helpers import blobs  # noqa: E402
 
 
 def make(seed, d=20):
