@@ -21,6 +21,7 @@ import pytest
 from fastdrop import Dense, Dropout, Sequential, load_model
 from fastdrop.callbacks import Callback, ModelCheckpoint
 from fastdrop.optimizers import Adam
+import helpers
 
 N, BATCH = 200, 32
 STEPS_PER_EPOCH = -(-N // BATCH)     # 7 (the last batch has 8 rows)
