@@ -115,20 +115,21 @@ static inline float fda_expm1_nonpos(float x) {
     return x > -0.693147182f ? small : big;
 }
 
+/* odd: computed on |x|, the sign of x copied in (tanh(-0) = -0) */
 static inline float fda_tanh(float x) {
     const float ax = fabsf(x);
-    const float w = x * x;
+    const float w = ax * ax;
     float q = 2.152867382e-03f;
     q = q * w + -8.190169930e-03f;
     q = q * w + 2.170693688e-02f;
     q = q * w + -5.394818261e-02f;
     q = q * w + 1.333322078e-01f;
     q = q * w + -3.333333135e-01f;
-    const float small = x + x * (w * q);
+    const float small = ax + ax * (w * q);
     const float e = fda_exp(-2.0f * ax);
     const float big = (1.0f - e) / (1.0f + e);
-    const float sbig = x < 0.0f ? -big : big;
-    return ax < 0.625f ? small : sbig;
+    const float r = ax < 0.625f ? small : big;
+    return fda_float(fda_bits(r) | (fda_bits(x) & 0x80000000u));
 }
 
 /* e = exp(-|x|), s = 1/(1+e): sigmoid(x) = x >= 0 ? s : e s; sigmoid(1-sigmoid) = e s^2 */
