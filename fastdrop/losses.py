@@ -29,6 +29,8 @@ import numpy as np
 from . import _core
 
 EPSILON = 1e-7     # keras.config.epsilon()
+_LO = float(np.float32(EPSILON))                       # Keras clips in float32
+_HI = float(np.float32(1.0) - np.float32(EPSILON))
 REDUCTION = "sum_over_batch_size"
 
 
@@ -179,11 +181,11 @@ def _probs_xent(p, t, grad, w, m):
     p64 = np.asarray(p, np.float64)
     s = p64.sum(axis=1, keepdims=True)
     q = p64 / s
-    qc = np.clip(q, EPSILON, 1.0 - EPSILON)
+    qc = np.clip(q, _LO, _HI)
     rows = -(t * np.log(qc)).sum(axis=1)
     wr = np.ones(p64.shape[0]) if w is None else w.astype(np.float64)
     if grad is not None:
-        inside = (q >= EPSILON) & (q <= 1.0 - EPSILON)
+        inside = (q >= _LO) & (q <= _HI)
         gq = np.where(inside, -t / qc, 0.0)
         gp = (gq - (gq * q).sum(axis=1, keepdims=True)) / s
         grad[...] = (gp * (wr / m)[:, None]).astype(np.float32)
