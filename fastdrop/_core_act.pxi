@@ -61,6 +61,8 @@ ACT_CODES = {
 _NEEDS_NAME = {FD_ACT_NEEDS_NONE: None, FD_ACT_NEEDS_Z: "z", FD_ACT_NEEDS_Y: "y"}
 #: which input backward reads: 'z' (pre-activation), 'y' (output) or None
 ACT_NEEDS = {k: _NEEDS_NAME[fd_act_needs(v)] for k, v in ACT_CODES.items()}
+#: Keras aliases accepted by act_forward / act_backward
+ACT_ALIASES = {"swish": "silu"}
 #: default of the one parameter (leaky_relu negative_slope, elu alpha)
 ACT_PARAM_DEFAULT = {"leaky_relu": 0.2, "elu": 1.0}
 _REGRESSION = {"mse": FD_LOSS_MSE, "mae": FD_LOSS_MAE, "huber": FD_LOSS_HUBER}
@@ -87,6 +89,7 @@ cdef float _act_param(name, param) except? -1:
 
 def act_forward(name, const float[::1] x not None, float[::1] out not None, param=None):
     """out = f(x) for activation `name` (flat float32; out may be x)."""
+    name = ACT_ALIASES.get(name, name)
     cdef int code = _act_code(name)
     cdef float p = _act_param(name, param)
     cdef int64_t n = x.shape[0]
@@ -104,6 +107,7 @@ def act_forward(name, const float[::1] x not None, float[::1] out not None, para
 def act_backward(name, const float[::1] grad not None, const float[::1] z,
                  const float[::1] y, float[::1] out not None, param=None):
     """out = grad * f'(.): reads z or y as ACT_NEEDS[name] says (the other may be None)."""
+    name = ACT_ALIASES.get(name, name)
     cdef int code = _act_code(name)
     cdef float p = _act_param(name, param)
     cdef int64_t n = grad.shape[0]

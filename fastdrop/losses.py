@@ -403,7 +403,7 @@ class MeanSquaredError(_Regression):
     def forward_backward(self, z, y, grad, weights=None):
         if _is_legacy(grad, weights):
             return self._legacy(z, y, grad, weights)
-        if weights is None:     # the v1 kernel: same bits as before
+        if weights is None and grad is not None:     # the v1 kernel: same bits as before
             m, c = z.shape
             return _core.mse(z.reshape(-1), y.reshape(-1), 2.0 / (m * c),
                              grad.reshape(-1)) / c

@@ -36,6 +36,9 @@ def test_registry_matches_binding():
     assert set(_core.ACT_CODES) == set(RA.NAMES)
     assert _core.ACT_PARAM_DEFAULT == RA.PARAM_DEFAULT
     assert RA.canonical("swish") == "silu"
+    assert _core.ACT_ALIASES == RA.ALIASES
+    x = np.linspace(-3, 3, 11).astype(np.float32)
+    assert np.array_equal(fwd("swish", x), fwd("silu", x))
     with pytest.raises(ValueError, match="unknown activation"):
         RA.canonical("mish")
 

@@ -397,3 +397,14 @@ def test_legacy_call_still_works():
     b = L.SparseCategoricalCrossentropy().forward_backward(z, y, g2)
     assert a == b
     np.testing.assert_array_equal(g1, g2)
+
+
+def test_grad_none_is_sum_loss():
+    z = rand((12, 3), 36)
+    t = (z > 0).astype(np.float32)
+    y = np.arange(12) % 3
+    for loss, tgt in ((L.MeanSquaredError(), t), (L.MeanAbsoluteError(), t), (L.Huber(), t),
+                      (L.BinaryCrossentropy(), t), (L.CategoricalCrossentropy(), t / 1.0),
+                      (L.SparseCategoricalCrossentropy(), y)):
+        assert loss.forward_backward(z, tgt, None) == pytest.approx(loss.sum_loss(z, tgt),
+                                                                    rel=1e-6)
