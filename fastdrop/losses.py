@@ -137,7 +137,7 @@ class Loss:
 
     def _legacy(self, z, y, m, grad):
         # the v1 model's call forward_backward(logits, y, m, grad); remove with it
-        return self.forward_backward(z[:m], y[:m], grad)
+        return type(self).forward_backward(self, z[:m], y[:m], grad)
 
     # ------------------------------------------------------------- config
     def get_config(self):
