@@ -1,0 +1,417 @@
+/* act_impl.h — activation and binary cross-entropy kernels written once in plain C and
+ * compiled once per ISA (act_ref.c / act_avx2.c / act_avx512.c include this with FD_SFX
+ * set), like elementwise_impl.h: simple branch-free loops the compiler vectorizes for
+ * each ISA's registers.  Every path runs the same IEEE operations in the same order per
+ * element (C11 mode: no FMA contraction; no fmaf, no libm calls), so results are bitwise
+ * equal across paths.
+ *
+ * The transcendental functions are our own, vectorizable and accurate to a few ulp:
+ *   exp      Cody–Waite reduction x = n ln2 + r, |r| <= ln2/2, e^r = 1 + r + r^2 E(r)
+ *            (E degree 4, minimax relative error 3e-9), 2^n built in the exponent bits;
+ *            an extra low part b (e^(a+b)) carries extended precision into r (gelu).
+ *   log1p    f in [-1/2, 1]: s = f/(2+f), log1p(f) = 2 atanh(s) computed as
+ *            f - (f^2/2 - s (f^2/2 + z Q(z))), z = s^2 <= 1/9 (Q degree 4, 1e-10).
+ *   log      x = 2^k m, m in [sqrt(1/2), sqrt(2)), log = k ln2 + log1p(m - 1).
+ *   expm1    x in [-ln2, 0]: x + x^2 M(x) (M degree 5, 2e-10); below: exp(x) - 1.
+ *   tanh     |x| < 0.625: x + x w T(w), w = x^2 (T degree 5, 2e-10); else
+ *            (1 - e)/(1 + e), e = exp(-2|x|).
+ *   Phi      the normal CDF through erfc(y) = t exp(-y^2 + P(t)), t = 1/(1 + y/2)
+ *            (P degree 9, 2.4e-7 in float), with y^2 = x^2/2 split exactly into a
+ *            high part (12-bit x squared) and a low part, so the lower tail keeps its
+ *            relative accuracy.
+ * Polynomials: minimax fits (Lawson iteration on the relative error, coefficients
+ * rounded to float one at a time with the rest refitted) made for fastdrop; the script
+ * is csrc/kernels/act_fit.py. */
+#include "act.h"
+
+/* Let the vectorizer if-convert the selects below (it refuses to speculate float
+ * operations that could trap otherwise).  This changes no result: IEEE operations,
+ * rounding and order stay as written; only FP exception flags are not preserved. */
+#pragma GCC optimize("no-trapping-math")
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FD_CAT_(a, b) a##_##b
+#define FD_CAT(a, b) FD_CAT_(a, b)
+#define FD_FN(name) FD_CAT(name, FD_SFX)
+
+#ifndef FD_ACT_MATH_DEFINED
+#define FD_ACT_MATH_DEFINED
+static inline uint32_t fda_bits(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static inline float fda_float(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+#define FDA_LN2_HI 0.693359375f        /* 9 significant bits: n * LN2_HI is exact */
+#define FDA_LN2_LO -2.12194440e-4f
+#define FDA_EXP_LO -87.33654f          /* ln(2^-126): below, e^x is 0 (flushed) */
+
+/* e^(a + b) for a + b <= 88 (b a small low part of the argument; 0 for plain exp):
+ * NaN propagates, a + b < -87.34 gives 0. */
+static inline float fda_exp2(float a, float b) {
+    const float x = a + b;
+    const float xc = x < FDA_EXP_LO ? FDA_EXP_LO : x;
+    const float big = xc * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23 */
+    const float n = big - 12582912.0f;                           /* round(x / ln2) */
+    const uint32_t k = fda_bits(big) - 0x4B400000u;              /* n as an integer */
+    const float r = ((a - n * FDA_LN2_HI) + b) - n * FDA_LN2_LO;
+    float p = 1.382136019e-03f;
+    p = p * r + 8.368669078e-03f;
+    p = p * r + 4.166825861e-02f;
+    p = p * r + 1.666652113e-01f;
+    p = p * r + 4.999999404e-01f;
+    const float er = 1.0f + (r + (r * r) * p);
+    const float e = er * fda_float((k + 127u) << 23);
+    return x < FDA_EXP_LO ? 0.0f : e;
+}
+static inline float fda_exp(float x) {
+    const float xc = x < FDA_EXP_LO ? FDA_EXP_LO : x;
+    const float big = xc * 1.44269504088896341f + 12582912.0f;
+    const float n = big - 12582912.0f;
+    const uint32_t k = fda_bits(big) - 0x4B400000u;
+    const float r = (x - n * FDA_LN2_HI) - n * FDA_LN2_LO;
+    float p = 1.382136019e-03f;
+    p = p * r + 8.368669078e-03f;
+    p = p * r + 4.166825861e-02f;
+    p = p * r + 1.666652113e-01f;
+    p = p * r + 4.999999404e-01f;
+    const float er = 1.0f + (r + (r * r) * p);
+    const float e = er * fda_float((k + 127u) << 23);
+    return x < FDA_EXP_LO ? 0.0f : e;
+}
+
+/* log1p(f) for f in [-1/2, 1] */
+static inline float fda_log1p_core(float f) {
+    const float s = f / (2.0f + f);
+    const float z = s * s;
+    float q = 2.424491942e-01f;
+    q = q * z + 2.144394964e-01f;
+    q = q * z + 2.861520946e-01f;
+    q = q * z + 3.999894857e-01f;
+    q = q * z + 6.666667461e-01f;
+    const float hfsq = 0.5f * (f * f);
+    return f - (hfsq - s * (hfsq + z * q));
+}
+
+/* log(x) for positive normal finite x */
+static inline float fda_log(float x) {
+    const uint32_t ix = fda_bits(x) - 0x3f3504f3u;      /* sqrt(1/2) */
+    const int32_t k = (int32_t)ix >> 23;
+    const float m = fda_float((ix & 0x007fffffu) + 0x3f3504f3u);
+    const float kf = (float)k;
+    return kf * FDA_LN2_HI + (fda_log1p_core(m - 1.0f) + kf * FDA_LN2_LO);
+}
+
+/* expm1(x) for x <= 0 (-0 gives +0; -inf gives -1) */
+static inline float fda_expm1_nonpos(float x) {
+    float m = 1.438767940e-04f;
+    m = m * x + 1.336395624e-03f;
+    m = m * x + 8.307653479e-03f;
+    m = m * x + 4.166021198e-02f;
+    m = m * x + 1.666659117e-01f;
+    m = m * x + 4.999999702e-01f;
+    const float small = x + (x * x) * m;
+    const float big = fda_exp(x) - 1.0f;
+    return x > -0.693147182f ? small : big;
+}
+
+/* odd: computed on |x|, the sign of x copied in (tanh(-0) = -0) */
+static inline float fda_tanh(float x) {
+    const float ax = fabsf(x);
+    const float w = ax * ax;
+    float q = 2.152867382e-03f;
+    q = q * w + -8.190169930e-03f;
+    q = q * w + 2.170693688e-02f;
+    q = q * w + -5.394818261e-02f;
+    q = q * w + 1.333322078e-01f;
+    q = q * w + -3.333333135e-01f;
+    const float small = ax + ax * (w * q);
+    const float e = fda_exp(-2.0f * ax);
+    const float big = (1.0f - e) / (1.0f + e);
+    const float r = ax < 0.625f ? small : big;
+    return fda_float(fda_bits(r) | (fda_bits(x) & 0x80000000u));
+}
+
+/* e = exp(-|x|), s = 1/(1+e): sigmoid(x) = x >= 0 ? s : e s; sigmoid(1-sigmoid) = e s^2 */
+static inline float fda_sigmoid(float x) {
+    const float e = fda_exp(-fabsf(x));
+    const float s = 1.0f / (1.0f + e);
+    return x >= 0.0f ? s : e * s;
+}
+
+/* Phi(-|x|) = erfc(|x|/sqrt2)/2 for |x| < 14 (0 beyond); e2 = exp(-x^2/2) if wanted */
+static inline float fda_phi_lower(float x, float *e2) {
+    const float ax0 = fabsf(x);
+    const float ax = ax0 < 14.0f ? ax0 : 14.0f;          /* NaN -> 14 (x carries the NaN) */
+    const float xh = fda_float(fda_bits(ax) & 0xfffff000u); /* 12 significant bits */
+    const float xl = ax - xh;
+    const float a = -0.5f * (xh * xh);                     /* exact */
+    const float b = -0.5f * (xl * (ax + xh));              /* x^2 = xh^2 + xl (x + xh) */
+    const float t = 1.0f / (1.0f + ax * 0.353553391f);     /* 1 / (1 + y/2), y = x/sqrt2 */
+    float p = 1.414155811e-01f;
+    p = p * t + -6.617870331e-01f;
+    p = p * t + 1.112246394e+00f;
+    p = p * t + -6.375982761e-01f;
+    p = p * t + -1.282000393e-01f;
+    p = p * t + 2.633057162e-02f;
+    p = p * t + 2.624425851e-02f;
+    p = p * t + 3.883477747e-01f;
+    p = p * t + 9.984396100e-01f;
+    p = p * t + -1.265438795e+00f;
+    if (e2) *e2 = fda_exp2(a, b);
+    const float h = (0.5f * t) * fda_exp2(a, b + p);
+    return ax0 < 14.0f ? h : 0.0f;
+}
+
+#define FDA_BIG 1.0e30f
+static inline float fda_clamp_big(float x) { /* +-inf -> +-1e30; NaN stays */
+    return x < -FDA_BIG ? -FDA_BIG : (x > FDA_BIG ? FDA_BIG : x);
+}
+
+/* gelu_tanh argument v = 2 sqrt(2/pi) (x + 0.044715 x^3) in double, split in hi + lo;
+ * x clamped to [-12, 12] (sigmoid(v) is 0 or 1 beyond). */
+#define FDA_GT_C1 1.5957691216057308
+#define FDA_GT_C2 (1.5957691216057308 * 0.044715)
+static inline float fda_gelu_tanh_sig(float x, float *es2) {
+    const float xc = x < -12.0f ? -12.0f : (x > 12.0f ? 12.0f : x);
+    const double xd = (double)xc;
+    const double vd = xd * (FDA_GT_C1 + FDA_GT_C2 * (xd * xd));
+    const float vh = (float)vd;
+    const float vl = (float)(vd - (double)vh);
+    /* e = exp(-|v|) */
+    const float e = fda_exp2(vh < 0.0f ? vh : -vh, vh < 0.0f ? vl : -vl);
+    const float s = 1.0f / (1.0f + e);
+    if (es2) *es2 = e * (s * s);
+    return vh >= 0.0f ? s : e * s;
+}
+#endif /* FD_ACT_MATH_DEFINED */
+
+/* ------------------------------------------------------------------ forward */
+#define FDA_MAP(expr)                                                                    \
+    for (int64_t i = 0; i < n; i++) {                                                    \
+        const float v = x[i];                                                            \
+        out[i] = (expr);                                                                 \
+    }
+
+void FD_FN(fd_act_fwd)(int act, int64_t n, float *out, const float *x, float param) {
+    switch (act) {
+    case FD_ACT_LINEAR:
+        if (out != x) memmove(out, x, (size_t)n * sizeof(float));
+        break;
+    case FD_ACT_RELU:   /* +0 for x <= 0 (also -0); NaN propagates (as fd_relu) */
+        FDA_MAP(v > 0.0f ? v : (v != v ? v : 0.0f));
+        break;
+    case FD_ACT_RELU6:
+        FDA_MAP(v > 6.0f ? 6.0f : (v > 0.0f ? v : (v != v ? v : 0.0f)));
+        break;
+    case FD_ACT_LEAKY_RELU:
+        FDA_MAP(v > 0.0f ? v : v * param);
+        break;
+    case FD_ACT_ELU:
+        FDA_MAP(v >= 0.0f ? v : param * fda_expm1_nonpos(v));
+        break;
+    case FD_ACT_TANH:
+        FDA_MAP(fda_tanh(v));
+        break;
+    case FD_ACT_SIGMOID:
+        FDA_MAP(fda_sigmoid(v));
+        break;
+    case FD_ACT_SOFTPLUS:
+        FDA_MAP((v > 0.0f ? v : 0.0f) + fda_log1p_core(fda_exp(-fabsf(v))));
+        break;
+    case FD_ACT_SILU:
+        FDA_MAP((v < -FDA_BIG ? -FDA_BIG : v) * fda_sigmoid(v));
+        break;
+    case FD_ACT_GELU:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i];
+            const float h = fda_phi_lower(v, NULL);
+            const float phi = v < 0.0f ? h : 1.0f - h;
+            out[i] = v < -14.0f ? -0.0f : v * phi;
+        }
+        break;
+    case FD_ACT_GELU_TANH:
+        FDA_MAP((v < -FDA_BIG ? -FDA_BIG : v) * fda_gelu_tanh_sig(v, NULL));
+        break;
+    default:
+        break;
+    }
+}
+
+/* ----------------------------------------------------------------- backward */
+#define FDA_MAP2(src, expr)                                                              \
+    for (int64_t i = 0; i < n; i++) {                                                    \
+        const float v = (src)[i], g = grad[i];                                           \
+        out[i] = (expr);                                                                 \
+    }
+
+void FD_FN(fd_act_bwd)(int act, int64_t n, float *out, const float *grad, const float *z,
+                       const float *y, float param) {
+    switch (act) {
+    case FD_ACT_LINEAR:
+        if (out != grad) memmove(out, grad, (size_t)n * sizeof(float));
+        break;
+    case FD_ACT_RELU:
+        FDA_MAP2(y, v > 0.0f ? g : 0.0f);
+        break;
+    case FD_ACT_RELU6:
+        FDA_MAP2(y, (v > 0.0f && v < 6.0f) ? g : 0.0f);
+        break;
+    case FD_ACT_LEAKY_RELU:
+        FDA_MAP2(y, v > 0.0f ? g : g * param);
+        break;
+    case FD_ACT_ELU:
+        FDA_MAP2(y, v > 0.0f ? g : g * (v + param));
+        break;
+    case FD_ACT_TANH:
+        FDA_MAP2(y, g * ((1.0f - v) * (1.0f + v)));
+        break;
+    case FD_ACT_SIGMOID:
+        FDA_MAP2(y, g * (v * (1.0f - v)));
+        break;
+    case FD_ACT_SOFTPLUS:  /* sigmoid(z) = 1 - exp(-y) */
+        FDA_MAP2(y, g * -fda_expm1_nonpos(-v));
+        break;
+    case FD_ACT_SILU:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = z[i];
+            const float e = fda_exp(-fabsf(v));
+            const float s = 1.0f / (1.0f + e);
+            const float sg = v >= 0.0f ? s : e * s;
+            out[i] = grad[i] * (sg + fda_clamp_big(v) * (e * (s * s)));
+        }
+        break;
+    case FD_ACT_GELU:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = z[i];
+            float e2;
+            const float h = fda_phi_lower(v, &e2);
+            const float phi = v < 0.0f ? h : 1.0f - h;
+            out[i] = grad[i] * (phi + fda_clamp_big(v) * (e2 * 0.398942280f));
+        }
+        break;
+    case FD_ACT_GELU_TANH:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = z[i];
+            const float vc = v < -12.0f ? -12.0f : (v > 12.0f ? 12.0f : v);
+            float es2;
+            const float sg = fda_gelu_tanh_sig(v, &es2);
+            const float dv = (float)FDA_GT_C1 + (3.0f * (float)FDA_GT_C2) * (vc * vc);
+            out[i] = grad[i] * (sg + fda_clamp_big(v) * (dv * es2));
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------- binary cross-entropy rows */
+/* Rows [r0, r1) of n x c: loss_rows[r] = w_r * mean_j term; grad = gscale w_r d term.
+ * Row sums: 8 fixed partial accumulators combined in a fixed order (as fd_xent_rows),
+ * so a row's result depends only on the row. */
+#define FDA_L 8
+
+static inline float fda_bce_logit_term(float zv, float tv, float *d) {
+    const float e = fda_exp(-fabsf(zv));
+    const float s = 1.0f / (1.0f + e);
+    *d = (zv >= 0.0f ? s : e * s) - tv;
+    return ((zv > 0.0f ? zv : 0.0f) - zv * tv) + fda_log1p_core(e);
+}
+
+/* term = -(t log pc + (1-t) log(1-pc)); log(1-pc) from log1p(-pc) below 1/2 (1 - pc is
+ * then inexact) and from log(1 - pc) above (exact). */
+static inline float fda_bce_prob_term(float pv, float tv, float eps, float hi, float *d) {
+    const float pc = pv < eps ? eps : (pv > hi ? hi : pv);  /* NaN passes */
+    const float q = 1.0f - pc;
+    const float lp = fda_log(pc);
+    const float lq = pc < 0.5f ? fda_log1p_core(-pc) : fda_log(q);
+    const float dv = (pc - tv) / (pc * q);
+    *d = (pv < eps || pv > hi) ? 0.0f : dv;
+    return -(tv * lp + (1.0f - tv) * lq);
+}
+
+/* One body per (grad?, weights?) combination, chosen outside the loops so that each
+ * loop is branch-free (and vectorizes even without masked stores). */
+#define FDA_BCE_ROWS(TERM)                                                               \
+    do {                                                                                 \
+        if (c == 1) {                                                                    \
+            for (int64_t i = r0; i < r1; i++) {                                          \
+                float d;                                                                 \
+                const float wi = HAS_W ? w[i] : 1.0f;                                    \
+                const float term = TERM(x[i], t[i] * ta + tb, &d);                       \
+                loss_rows[i] = (double)term * (double)wi;                                \
+                if (HAS_G) grad[i] = d * (gscale * wi);                                  \
+            }                                                                            \
+            break;                                                                       \
+        }                                                                                \
+        for (int64_t r = r0; r < r1; r++) {                                              \
+            const float *xr = x + r * c, *tr = t + r * c;                                \
+            float *gr = HAS_G ? grad + r * c : NULL;                                     \
+            const float wi = HAS_W ? w[r] : 1.0f;                                        \
+            const float gs = gscale * wi;                                                \
+            float acc[FDA_L] = {0};                                                      \
+            int64_t j = 0;                                                               \
+            for (; j + FDA_L <= c; j += FDA_L)                                           \
+                for (int l = 0; l < FDA_L; l++) {                                        \
+                    float d;                                                             \
+                    acc[l] += TERM(xr[j + l], tr[j + l] * ta + tb, &d);                  \
+                    if (HAS_G) gr[j + l] = d * gs;                                       \
+                }                                                                        \
+            float sum = 0.0f;                                                            \
+            for (int l = 0; l < FDA_L; l++) sum += acc[l];                               \
+            for (; j < c; j++) {                                                         \
+                float d;                                                                 \
+                sum += TERM(xr[j], tr[j] * ta + tb, &d);                                 \
+                if (HAS_G) gr[j] = d * gs;                                               \
+            }                                                                            \
+            loss_rows[r] = (double)sum / (double)c * (double)wi;                         \
+        }                                                                                \
+    } while (0)
+
+#define FDA_BCE_VARIANT(name, TERM, hg, hw)                                              \
+    static void FD_FN(name)(int64_t r0, int64_t r1, int64_t c, const float *x,           \
+                            const float *t, const float *w, float ta, float tb,          \
+                            float eps, float hi, float gscale, float *grad,              \
+                            double *loss_rows) {                                         \
+        enum { HAS_G = hg, HAS_W = hw };                                                 \
+        (void)eps; (void)hi; (void)w; (void)grad;                                        \
+        FDA_BCE_ROWS(TERM);                                                              \
+    }
+
+#define FDA_LOGIT_TERM(zv, tv, d) fda_bce_logit_term(zv, tv, d)
+#define FDA_PROB_TERM(pv, tv, d) fda_bce_prob_term(pv, tv, eps, hi, d)
+FDA_BCE_VARIANT(bcel_00, FDA_LOGIT_TERM, 0, 0)
+FDA_BCE_VARIANT(bcel_01, FDA_LOGIT_TERM, 0, 1)
+FDA_BCE_VARIANT(bcel_10, FDA_LOGIT_TERM, 1, 0)
+FDA_BCE_VARIANT(bcel_11, FDA_LOGIT_TERM, 1, 1)
+FDA_BCE_VARIANT(bcep_00, FDA_PROB_TERM, 0, 0)
+FDA_BCE_VARIANT(bcep_01, FDA_PROB_TERM, 0, 1)
+FDA_BCE_VARIANT(bcep_10, FDA_PROB_TERM, 1, 0)
+FDA_BCE_VARIANT(bcep_11, FDA_PROB_TERM, 1, 1)
+
+void FD_FN(fd_bce_logits_rows)(int64_t r0, int64_t r1, int64_t c, const float *z,
+                               const float *t, const float *w, float ls, float gscale,
+                               float *grad, double *loss_rows) {
+    const float ta = 1.0f - ls, tb = 0.5f * ls;
+    if (grad)
+        (w ? FD_FN(bcel_11) : FD_FN(bcel_10))(r0, r1, c, z, t, w, ta, tb, 0.0f, 1.0f, gscale,
+                                              grad, loss_rows);
+    else
+        (w ? FD_FN(bcel_01) : FD_FN(bcel_00))(r0, r1, c, z, t, w, ta, tb, 0.0f, 1.0f, gscale,
+                                              grad, loss_rows);
+}
+
+void FD_FN(fd_bce_probs_rows)(int64_t r0, int64_t r1, int64_t c, const float *p,
+                              const float *t, const float *w, float ls, float eps,
+                              float gscale, float *grad, double *loss_rows) {
+    const float ta = 1.0f - ls, tb = 0.5f * ls, hi = 1.0f - eps;
+    if (grad)
+        (w ? FD_FN(bcep_11) : FD_FN(bcep_10))(r0, r1, c, p, t, w, ta, tb, eps, hi, gscale,
+                                              grad, loss_rows);
+    else
+        (w ? FD_FN(bcep_01) : FD_FN(bcep_00))(r0, r1, c, p, t, w, ta, tb, eps, hi, gscale,
+                                              grad, loss_rows);
+}
+
+#undef FDA_MAP
+#undef FDA_MAP2

@@ -1,0 +1,177 @@
+"""NumPy reference of fastdrop's activation kernels (csrc/kernels/act.h), in float64.
+
+``forward(name, x)`` and ``derivative(name, z)`` are the mathematical functions (the test
+oracle: float64 from the float32 inputs); ``backward(name, grad, z, y)`` is what the
+kernel computes, from z or from the output y as ``NEEDS`` says (the derivative written
+as a function of y is exact for the float32 y it is given).
+
+The registry (names, which of z / y backward needs, the parameter defaults) is the same
+as the binding's (``fastdrop._core.ACT_NEEDS``); Keras names: 'swish' is 'silu';
+'gelu' is Keras' default ``approximate=False``, 'gelu_tanh' its ``approximate=True``.
+"""
+import math
+
+import numpy as np
+
+#: which input backward reads: 'z' (pre-activation), 'y' (output) or None
+NEEDS = {
+    "linear": None,
+    "relu": "y",
+    "relu6": "y",
+    "leaky_relu": "y",
+    "elu": "y",
+    "tanh": "y",
+    "sigmoid": "y",
+    "softplus": "y",
+    "silu": "z",
+    "gelu": "z",
+    "gelu_tanh": "z",
+}
+#: Keras aliases of the names above
+ALIASES = {"swish": "silu"}
+#: the one parameter some activations take: leaky_relu negative_slope, elu alpha
+PARAM_DEFAULT = {"leaky_relu": 0.2, "elu": 1.0}
+NAMES = tuple(NEEDS)
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GT_C = math.sqrt(2.0 / math.pi)
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def canonical(name):
+    """The registry name for a Keras activation name (aliases resolved)."""
+    name = ALIASES.get(name, name)
+    if name not in NEEDS:
+        raise ValueError(f"unknown activation {name!r}; expected one of "
+                         f"{sorted(set(NEEDS) | set(ALIASES))}")
+    return name
+
+
+def _param(name, param):
+    return PARAM_DEFAULT.get(name, 0.0) if param is None else float(param)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def _phi_cdf(x):
+    """Normal CDF with relative accuracy in the lower tail: erfc(-x/sqrt2)/2."""
+    return 0.5 * _erfc(-x * _SQRT1_2)
+
+
+def _with_limits(x, r, neg_inf, pos_inf):
+    r = np.where(np.isneginf(x), neg_inf, r)
+    return np.where(np.isposinf(x), pos_inf, r)
+
+
+def forward(name, x, param=None):
+    """f(x) in float64 (x is converted to float64 first)."""
+    name = canonical(name)
+    a = _param(name, param)
+    x = np.asarray(x, np.float64)
+    with np.errstate(all="ignore"):
+        if name == "linear":
+            return x.copy()
+        if name == "relu":
+            return np.where(x > 0, x, np.where(np.isnan(x), x, 0.0))
+        if name == "relu6":
+            return np.where(x > 6, 6.0, np.where(x > 0, x, np.where(np.isnan(x), x, 0.0)))
+        if name == "leaky_relu":
+            return np.where(x > 0, x, a * x)
+        if name == "elu":
+            return np.where(x >= 0, x, a * np.expm1(np.minimum(x, 0.0)))
+        if name == "tanh":
+            return np.tanh(x)
+        if name == "sigmoid":
+            return _sigmoid(x)
+        if name == "softplus":
+            return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+        if name == "silu":
+            return _with_limits(x, x * _sigmoid(x), -0.0, np.inf)
+        if name == "gelu":
+            return _with_limits(x, x * _phi_cdf(x), -0.0, np.inf)
+        if name == "gelu_tanh":
+            v = 2.0 * _GT_C * (x + 0.044715 * x ** 3)
+            return _with_limits(x, x * _sigmoid(v), -0.0, np.inf)
+    raise AssertionError(name)
+
+
+def derivative(name, z, param=None):
+    """f'(z) in float64 (relu-like kinks: the right derivative 0 at z = 0, as the
+    kernels; relu6 0 at z = 6)."""
+    name = canonical(name)
+    a = _param(name, param)
+    z = np.asarray(z, np.float64)
+    with np.errstate(all="ignore"):
+        if name == "linear":
+            return np.ones_like(z)
+        if name == "relu":
+            return (z > 0).astype(np.float64)
+        if name == "relu6":
+            return ((z > 0) & (z < 6)).astype(np.float64)
+        if name == "leaky_relu":
+            return np.where(z > 0, 1.0, a)
+        if name == "elu":
+            return np.where(z > 0, 1.0, a * np.exp(np.minimum(z, 0.0)))
+        if name == "tanh":
+            return 1.0 / np.cosh(z) ** 2
+        if name in ("sigmoid", "softplus"):
+            s = _sigmoid(z)
+            return s * _sigmoid(-z) if name == "sigmoid" else s
+        if name == "silu":
+            s = _sigmoid(z)
+            return _with_limits(z, s + z * s * _sigmoid(-z), 0.0, 1.0)
+        if name == "gelu":
+            return _with_limits(z, _phi_cdf(z) + z * np.exp(-0.5 * z * z) * _INV_SQRT_2PI,
+                                0.0, 1.0)
+        if name == "gelu_tanh":
+            v = 2.0 * _GT_C * (z + 0.044715 * z ** 3)
+            dv = 2.0 * _GT_C * (1.0 + 3 * 0.044715 * z * z)
+            s = _sigmoid(v)
+            return _with_limits(z, s + z * dv * s * _sigmoid(-v), 0.0, 1.0)
+    raise AssertionError(name)
+
+
+def derivative_from_y(name, y, param=None):
+    """f' written in terms of the output y, for the activations whose NEEDS is 'y'."""
+    name = canonical(name)
+    a = _param(name, param)
+    y = np.asarray(y, np.float64)
+    if name == "relu":
+        return (y > 0).astype(np.float64)
+    if name == "relu6":
+        return ((y > 0) & (y < 6)).astype(np.float64)
+    if name == "leaky_relu":
+        return np.where(y > 0, 1.0, a)
+    if name == "elu":
+        return np.where(y > 0, 1.0, y + a)
+    if name == "tanh":
+        return (1.0 - y) * (1.0 + y)
+    if name == "sigmoid":
+        return y * (1.0 - y)
+    if name == "softplus":
+        return -np.expm1(-y)
+    raise ValueError(f"{name} backward does not read y")
+
+
+def backward(name, grad, z=None, y=None, param=None):
+    """grad * f', from z or y as NEEDS says, in float64."""
+    name = canonical(name)
+    g = np.asarray(grad, np.float64)
+    need = NEEDS[name]
+    if need is None:
+        return g.copy()
+    if need == "y":
+        return g * derivative_from_y(name, y, param)
+    return g * derivative(name, z, param)
+
+
+def forward32(name, x, param=None):
+    return forward(name, x, param).astype(np.float32)
+
+
+def backward32(name, grad, z=None, y=None, param=None):
+    return backward(name, grad, z, y, param).astype(np.float32)
