@@ -304,8 +304,10 @@ class Sequential:
         last, act = self._final_activation()
         self._head = None
         loss = self.loss
-        if act is not None and (loss is None or (loss.head == act and not loss.from_logits)):
-            self._head = act
+        fused = act is not None and (loss is None or (loss.head == act and not loss.from_logits))
+        if fused or act == "softmax":
+            # a softmax only runs fused with its loss; a mismatch is reported at fit
+            self._head = act if fused else None
             if isinstance(last, Activation):
                 layers = layers[:-1]
             else:

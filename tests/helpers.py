@@ -1,6 +1,7 @@
 """Helpers shared by the tests: data sets, small models, and running one layer's stage
 through the engine contract (fastdrop.engine) without a model."""
 import numpy as np
+import pytest
 
 from fastdrop.engine import Arena, Context
 
@@ -47,3 +48,30 @@ def run_stage(stage, x, mode="train", step=0, seed=0, capacity=None):
     Arena().allocate([stage], capacity or x.shape[0])
     ctx = Context(mode, x.shape[0], step=step, seed=seed)
     return stage, ctx, stage.forward(ctx, np.ascontiguousarray(x, np.float32))
+
+
+def fd_check(model, x, y, step=3, eps=3e-3, rtol=3e-2, atol=2e-3, max_params=60):
+    """Central differences of the model's own loss (noise fixed by the step) vs its
+    analytic gradient (Sequential.loss_and_gradients), on up to max_params parameters
+    spread over the weights."""
+    res = model.loss_and_gradients(x, y, step=step)
+    g = np.concatenate([a.ravel() for a in res["gradients"]]).astype(np.float64)
+    ws = model.get_weights()
+    sizes = [w.size for w in ws]
+    flat = np.concatenate([w.ravel() for w in ws])
+
+    def loss_at(vec):
+        parts = np.split(vec, np.cumsum(sizes)[:-1])
+        model.set_weights([p.reshape(w.shape) for p, w in zip(parts, ws)])
+        return model.loss_and_gradients(x, y, step=step)["loss"]
+
+    idx = np.linspace(0, flat.size - 1, min(max_params, flat.size)).astype(int)
+    for i in idx:
+        v = flat.copy()
+        v[i] = flat[i] + eps
+        lp = loss_at(v)
+        v[i] = flat[i] - eps
+        lm = loss_at(v)
+        num = (float(lp) - float(lm)) / (2 * eps)
+        assert g[i] == pytest.approx(num, rel=rtol, abs=atol), f"parameter {i}"
+    loss_at(flat)

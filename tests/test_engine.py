@@ -298,3 +298,64 @@ def test_context_modes():
     with pytest.raises(ValueError, match="mode"):
         Context("eval", 3)
     assert Context("mc", 6, passes=3).samples == 2
+
+
+# ------------------------------------------------- activations, heads, from_logits
+ACTS = ["tanh", "sigmoid", "softplus", "elu", "gelu", "silu", "leaky_relu", "linear", "selu",
+        "relu"]
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_every_activation_trains_with_finite_difference_gradients(act):
+    from helpers import fd_check
+    x, y = blobs(n=24, d=6, classes=3, seed=2)
+    model = Sequential([Input((6,)), Dense(7, activation=act), Dense(5),
+                        Activation(act), Dense(3, activation="softmax")], seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    fd_check(model, x, y, eps=1e-4 if act in ("relu", "leaky_relu", "selu") else 1e-2,
+             rtol=3e-2, atol=2e-3)
+    # and the forward pass equals the NumPy formula
+    w = [a.astype(np.float64) for a in model.get_weights()]
+    f = {"tanh": np.tanh, "sigmoid": lambda z: 1 / (1 + np.exp(-z)),
+         "softplus": lambda z: np.logaddexp(0, z), "elu": lambda z: np.where(z > 0, z, np.expm1(z)),
+         "gelu": lambda z: 0.5 * z * (1 + __import__("scipy.special").special.erf(z / np.sqrt(2))),
+         "silu": lambda z: z / (1 + np.exp(-z)), "leaky_relu": lambda z: np.where(z > 0, z, 0.2 * z),
+         "linear": lambda z: z, "selu": R.selu, "relu": lambda z: np.maximum(z, 0)}[act]
+    h = f(f(x @ w[0] + w[1]) @ w[2] + w[3]) @ w[4] + w[5]
+    np.testing.assert_allclose(model.predict(x), R.softmax(h), rtol=1e-4, atol=1e-5)
+
+
+def test_binary_crossentropy_sigmoid_head_equals_from_logits_and_reference():
+    x, y = blobs(n=40, d=6, classes=2, seed=4)
+    a = Sequential([Input((6,)), Dense(5, activation="tanh"), Dense(1, activation="sigmoid")],
+                   seed=3)
+    b = Sequential([Input((6,)), Dense(5, activation="tanh"), Dense(1)], seed=3)
+    a.compile("adam", "binary_crossentropy", metrics=["accuracy"])
+    from fastdrop.losses import BinaryCrossentropy
+    b.compile("adam", BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+    ra, rb = a.loss_and_gradients(x, y), b.loss_and_gradients(x, y)
+    w = [v.astype(np.float64) for v in a.get_weights()]
+    z = (np.tanh(x @ w[0] + w[1]) @ w[2] + w[3])[:, 0]
+    ref = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
+    assert ra["loss"] == pytest.approx(ref, rel=1e-5)
+    assert rb["loss"] == pytest.approx(ref, rel=1e-5)
+    for ga, gb in zip(ra["gradients"], rb["gradients"]):
+        np.testing.assert_allclose(ga, gb, rtol=1e-6, atol=1e-7)
+    p = a.predict(x)[:, 0]
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-z)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.predict(x)[:, 0], z, rtol=1e-5, atol=1e-5)   # logits
+    h = a.fit(x, y, epochs=30, batch_size=8, verbose=0)
+    assert h.history["accuracy"][-1] > 0.9
+
+
+def test_categorical_from_logits_equals_fused_softmax():
+    x, y = blobs(n=30, d=6, classes=3, seed=5)
+    a = Sequential([Input((6,)), Dense(3, activation="softmax")], seed=1)
+    b = Sequential([Input((6,)), Dense(3)], seed=1)
+    from fastdrop.losses import SparseCategoricalCrossentropy
+    a.compile("sgd", "sparse_categorical_crossentropy")
+    b.compile("sgd", SparseCategoricalCrossentropy(from_logits=True))
+    assert a.loss_and_gradients(x, y)["loss"] == b.loss_and_gradients(x, y)["loss"]
+    with pytest.raises(ValueError, match="from_logits=True"):
+        a.compile("sgd", SparseCategoricalCrossentropy(from_logits=True))
+        a.fit(x, y, verbose=0)
