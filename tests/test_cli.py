@@ -13,6 +13,8 @@ from fastdrop import __main__ as cli
 from fastdrop import datasets as ds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastdrop.__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout
+PKG = os.path.dirname(os.path.abspath(fastdrop.__file__))            # maybe installed
 
 
 def run(*args, cwd, code=None):
@@ -179,3 +181,27 @@ def test_missing_layers_are_a_clear_message(monkeypatch, capsys):
     assert cli.main(["train", "--model", "cnn", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fastdrop: --model cnn needs") and "Traceback" not in err
+
+
+def test_import_from_an_unbuilt_source_tree_says_how_to_build(tmp_path):
+    import shutil
+    shutil.copytree(os.path.dirname(fastdrop.__file__), tmp_path / "fastdrop",
+                    ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", "import fastdrop"], capture_output=True,
+                       text=True, cwd=tmp_path, env=env, timeout=60)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: fastdrop's compiled extension")
+    assert "pip install -e ." in last and "build_ext --inplace" in last
+    assert "circular import" not in r.stderr
+
+
+def test_distribution_name_and_install_hints():
+    import re
+    text = open(os.path.join(REPO, "pyproject.toml")).read()
+    assert re.search(r'^name = "fastdrop-engine"$', text, re.M)
+    for path in (os.path.join(REPO, "README.md"), os.path.join(PKG, "tune.py"),
+                 os.path.join(PKG, "sklearn.py"), os.path.join(PKG, "__init__.py")):
+        src = open(path).read()
+        assert not re.search(r"""pip install ["']?fastdrop(\[|["'\s])""", src), path
