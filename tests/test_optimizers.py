@@ -476,3 +476,34 @@ def test_saved_model_with_new_optimizer_and_schedule(tmp_path):
     m.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     m2.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
     np.testing.assert_array_equal(m.get_weights()[0], m2.get_weights()[0])
+
+
+@pytest.mark.parametrize("kind", ["rmsprop_centered_momentum", "rmsprop", "adagrad",
+                                  "adadelta", "nadam", "sgd_nesterov", "sgd", "adam"])
+def test_every_kernel_path_gives_the_same_bits(kind):
+    """ref, avx2 and avx512 copies of the loops compute identical results (clipping on,
+    so the clipped SGD / Adam kernels run too), and so do 1 and 2 threads."""
+    import fastdrop
+    n = 100_003
+    g = np.random.default_rng(7).standard_normal(n).astype(np.float32)
+    w0 = np.random.default_rng(8).standard_normal(n).astype(np.float32)
+    old_isa, old_threads = _core.isa(), fastdrop.get_num_threads()
+    results = []
+    try:
+        for isa in _core.isa_supported():
+            for t in (1, 2):
+                _core.set_isa(isa)
+                fastdrop.set_num_threads(t)
+                _, opt, _ = _make(kind, {"clipvalue": 0.5, "weight_decay": 0.01})
+                opt.build(n)
+                w = w0.copy()
+                for _ in range(3):
+                    opt.apply(w, g)
+                results.append((isa, t, w, opt.state().copy(), _core.sumsq(g)))
+    finally:
+        _core.set_isa(old_isa)
+        fastdrop.set_num_threads(old_threads)
+    for isa, t, w, st, ss in results[1:]:
+        np.testing.assert_array_equal(w, results[0][2], err_msg=f"{isa} {t}")
+        np.testing.assert_array_equal(st, results[0][3], err_msg=f"{isa} {t}")
+        assert ss == results[0][4]
