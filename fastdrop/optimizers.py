@@ -42,6 +42,12 @@ import numpy as np
 from . import _core
 from . import schedules as _schedules
 
+#: ``fastdrop.optimizers.schedules.ExponentialDecay`` etc., as in Keras
+schedules = _schedules
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Nadam",
+           "get", "serialize", "from_config", "schedules"]
+
 
 def _pos(v, name, allow_zero=False):
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
@@ -170,12 +176,17 @@ class Optimizer:
 
     # ------------------------------------------------------------------- update
     def _check_block(self, params, grads):
-        if self._state is None:
+        # Lengths only: the kernel bindings reject anything that is not a 1-D
+        # C-contiguous float32 buffer, so equal lengths make every access in bounds.
+        st = self._state
+        if st is None:
             raise RuntimeError("the optimizer is not built: call build(n_params) first")
-        n = self._state.shape[1]
-        if (not isinstance(params, np.ndarray) or not isinstance(grads, np.ndarray)
-                or params.ndim != 1 or grads.ndim != 1
-                or params.shape[0] != n or grads.shape[0] != n):
+        n = st.shape[1]
+        try:
+            ok = len(params) == n and len(grads) == n
+        except TypeError:
+            ok = False
+        if not ok:
             raise ValueError(
                 f"params and grads must be 1-D float32 arrays of the built length {n}, got "
                 f"{getattr(params, 'shape', type(params).__name__)} and "
@@ -234,10 +245,15 @@ class Optimizer:
         self._begin(grads, segs, n)
 
     def _begin(self, grads, segs, n):
-        lr = self.learning_rate
-        if not (isinstance(lr, float) and math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"the learning-rate schedule gave {lr!r} at step "
-                             f"{self.iterations}; expected a finite number >= 0")
+        if self._schedule is None:
+            lr = self._lr
+        else:
+            lr = self._schedule(self.iterations)
+            if (isinstance(lr, bool) or not isinstance(lr, numbers.Real)
+                    or not math.isfinite(lr) or lr < 0):
+                raise ValueError(f"the learning-rate schedule gave {lr!r} at step "
+                                 f"{self.iterations}; expected a finite number >= 0")
+            lr = float(lr)
         gscale = 1.0
         if self.global_clipnorm is not None:
             ranges = segs if segs is not None else [(0, n)]
@@ -274,6 +290,9 @@ class Optimizer:
     def _apply_checked(self, params, grads, lo, hi, segs):
         if self._step_lr is None:
             raise RuntimeError("call begin_step() before apply_range()")
+        if segs is None and self.clipnorm is None:
+            self._update(params, grads, lo, hi, self._gscale)
+            return
         ranges = segs if segs is not None else [(lo, hi)]
         for a, b in ranges:
             if b <= a:
