@@ -507,3 +507,37 @@ def test_every_kernel_path_gives_the_same_bits(kind):
         np.testing.assert_array_equal(w, results[0][2], err_msg=f"{isa} {t}")
         np.testing.assert_array_equal(st, results[0][3], err_msg=f"{isa} {t}")
         assert ss == results[0][4]
+
+
+def test_kernels_flush_subnormals():
+    """FTZ/DAZ inside the kernels: subnormal inputs read as zero, no subnormal output."""
+    tiny = np.float32(1e-40)                     # a float32 subnormal
+    assert 0 < tiny < np.finfo(np.float32).tiny
+    n = 64
+
+    def sub(x):
+        return (x != 0) & (np.abs(x) < np.finfo(np.float32).tiny)
+
+    w = np.full(n, tiny, np.float32)
+    g = np.full(n, tiny, np.float32)
+    _core.sgd_clip_update(w, g, None, 1.0, 0.0, False, 0.0, 1.0, 0.0)
+    np.testing.assert_array_equal(w, np.zeros(n, np.float32))   # DAZ: tiny - tiny*1 -> 0
+    for kernel in ("rmsprop", "adagrad", "adadelta", "nadam", "adam"):
+        w = np.full(n, tiny, np.float32)
+        g = np.full(n, tiny, np.float32)
+        s = [np.full(n, tiny, np.float32) for _ in range(3)]
+        if kernel == "rmsprop":
+            _core.rmsprop_update(w, g, s[0], s[1], s[2], 1e-3, 0.9, 0.9, 1e-7, 0.0, 1.0, 0.0)
+        elif kernel == "adagrad":
+            _core.adagrad_update(w, g, s[0], 1e-3, 1e-7, 0.0, 1.0, 0.0)
+        elif kernel == "adadelta":
+            _core.adadelta_update(w, g, s[0], s[1], 1e-3, 0.95, 1e-7, 0.0, 1.0, 0.0)
+        elif kernel == "nadam":
+            _core.nadam_update(w, g, s[0], s[1], 1e-3, 0.9, 0.999, 1e-7, 4.0, 0.5, 1000.0,
+                               0.0, 1.0, 0.0)
+        else:
+            _core.adam_clip_update(w, g, s[0], s[1], 1e-3, 0.9, 0.999, 1e-7, 0.0, 1.0, 0.0)
+        used = {"rmsprop": 3, "adagrad": 1}.get(kernel, 2)
+        for a in [w] + s[:used]:
+            assert not sub(a).any(), kernel
+    assert _core.sumsq(np.full(n, tiny, np.float32)) == 0.0
