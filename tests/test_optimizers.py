@@ -520,8 +520,8 @@ def test_kernels_flush_subnormals():
 
     w = np.full(n, tiny, np.float32)
     g = np.full(n, tiny, np.float32)
-    _core.sgd_clip_update(w, g, None, 1.0, 0.0, False, 0.0, 1.0, 0.0)
-    np.testing.assert_array_equal(w, np.zeros(n, np.float32))   # DAZ: tiny - tiny*1 -> 0
+    _core.sgd_clip_update(w, g, None, 0.5, 0.0, False, 0.0, 1.0, 0.0)
+    np.testing.assert_array_equal(w, np.zeros(n, np.float32))   # not tiny - 0.5*tiny
     for kernel in ("rmsprop", "adagrad", "adadelta", "nadam", "adam"):
         w = np.full(n, tiny, np.float32)
         g = np.full(n, tiny, np.float32)
