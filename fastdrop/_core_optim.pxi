@@ -8,6 +8,8 @@
 
 cdef extern from "kernels/optim.h" nogil:
     double fd_sumsq_f32(int64_t n, const float *x)
+    void fd_sumsq_segments_f32(int64_t nseg, const int64_t *bounds, const float *x,
+                               double *out)
     void fd_rmsprop_update_f32(int64_t n, float *w, const float *g, float *vel, float *mom,
                                float *avg, float lr, float rho, float momentum, float eps,
                                float wd_lr, float gscale, float clip)
@@ -35,6 +37,15 @@ def sumsq(const float[::1] x):
     with nogil:
         s = fd_sumsq_f32(x.shape[0], &x[0])
     return s
+
+
+def sumsq_segments(const float[::1] x, const int64_t[:, ::1] bounds, double[::1] out):
+    """out[k] = sum of squares of x[bounds[k, 0]:bounds[k, 1]] (0 <= lo <= hi <= len(x),
+    checked by the caller), each as sumsq() computes it."""
+    if bounds.shape[0] == 0:
+        return
+    with nogil:
+        fd_sumsq_segments_f32(bounds.shape[0], &bounds[0, 0], &x[0], &out[0])
 
 
 def rmsprop_update(float[::1] w, const float[::1] g, float[::1] vel, float[::1] mom,

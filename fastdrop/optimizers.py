@@ -193,8 +193,17 @@ class Optimizer:
                 f"{getattr(grads, 'shape', type(grads).__name__)}")
         return n
 
-    @staticmethod
-    def _check_segments(segments, lo, hi):
+    def _check_segments(self, segments, lo, hi):
+        """The validated ranges (empty ones dropped).  The last result is cached: a model
+        passes the same list every step."""
+        cache = getattr(self, "_seg_cache", None)
+        if cache is not None and cache[0] == (lo, hi) and isinstance(segments, (list, tuple)):
+            try:
+                same = cache[1] == list(segments)
+            except (TypeError, ValueError):      # e.g. numpy rows: compare the slow way
+                same = False
+            if same is True:
+                return cache[2]
         out = []
         prev = lo
         try:
@@ -214,6 +223,20 @@ class Optimizer:
             if b > a:
                 out.append((a, b))
             prev = b
+        self._seg_cache = ((lo, hi), [(int(x[0]), int(x[1])) for x in items]
+                           if all(type(x) is tuple for x in items) else None, out)
+        return out
+
+    @staticmethod
+    def _coalesce(ranges):
+        """Adjacent ranges merged: one kernel call per contiguous run (the update is
+        elementwise, so this changes no bit)."""
+        out = []
+        for a, b in ranges:
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
         return out
 
     def apply(self, params, grads, segments=None):
@@ -258,8 +281,8 @@ class Optimizer:
         if self.global_clipnorm is not None:
             ranges = segs if segs is not None else [(0, n)]
             total = 0.0
-            for a, b in ranges:
-                total += _core.sumsq(grads[a:b])
+            for v in self._sumsq(grads, ranges):      # in order: the same bits always
+                total += v
             norm = math.sqrt(total)
             clip = self.global_clipnorm
             if not math.isfinite(norm):
@@ -290,22 +313,58 @@ class Optimizer:
     def _apply_checked(self, params, grads, lo, hi, segs):
         if self._step_lr is None:
             raise RuntimeError("call begin_step() before apply_range()")
-        if segs is None and self.clipnorm is None:
-            self._update(params, grads, lo, hi, self._gscale)
-            return
+        if self.clipnorm is None:
+            if segs is None:
+                self._update(params, grads, lo, hi, self._gscale)
+                return
+            cache = self._seg_cache
+            if cache[2] is segs:                     # coalesce once per segment list
+                if len(cache) < 4:
+                    self._seg_cache = cache = cache + (self._coalesce(segs),)
+                segs = cache[3]
+            else:
+                segs = self._coalesce(segs)
         ranges = segs if segs is not None else [(lo, hi)]
-        for a, b in ranges:
-            if b <= a:
+        if self.clipnorm is None:
+            for a, b in ranges:
+                self._update(params, grads, a, b, self._gscale)
+            return
+        # clipnorm: every variable scaled by clip / max(norm, clip); adjacent variables
+        # with the same scale (typically 1: not clipped) share one kernel call
+        clip = self.clipnorm
+        run = None
+        for (a, b), ss in zip(ranges, self._sumsq(grads, ranges)):
+            norm = math.sqrt(ss)
+            if not math.isfinite(norm):
+                gscale = 0.0 if norm == math.inf else math.nan
+            elif norm > clip:
+                gscale = clip / norm
+            else:
+                gscale = 1.0
+            if run is not None and run[1] == a and run[2] == gscale:
+                run[1] = b
                 continue
-            gscale = self._gscale
-            if self.clipnorm is not None:
-                norm = math.sqrt(_core.sumsq(grads[a:b]))
-                clip = self.clipnorm
-                if not math.isfinite(norm):
-                    gscale = 0.0 if norm == math.inf else math.nan
-                elif norm > clip:
-                    gscale = clip / norm
-            self._update(params, grads, a, b, gscale)
+            if run is not None:
+                self._update(params, grads, run[0], run[1], run[2])
+            run = [a, b, gscale]
+        if run is not None:
+            self._update(params, grads, run[0], run[1], run[2])
+
+    def _sumsq(self, grads, ranges):
+        """Sum of squares of each range of ``grads`` (one C call for all; the bounds
+        array of the last segment list is kept)."""
+        if len(ranges) == 1:
+            a, b = ranges[0]
+            return [_core.sumsq(grads[a:b])]
+        cached = getattr(self, "_bounds_cache", None)
+        if cached is not None and cached[0] is ranges:
+            bounds, out = cached[1], cached[2]
+        else:
+            bounds = np.asarray(ranges, np.int64).reshape(-1, 2)
+            out = np.empty(len(ranges), np.float64)
+            self._bounds_cache = (ranges, bounds, out)
+        _core.sumsq_segments(grads, bounds, out)
+        return out.tolist()
 
     @property
     def _clip(self):

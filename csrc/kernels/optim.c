@@ -65,9 +65,17 @@ double fd_sumsq_f32(int64_t n, const float *x) {
     unsigned fp = fd_fp_enter();
     const int64_t B = FD_SUMSQ_BLOCK;
     const int64_t nb = (n + B - 1) / B;
+    double total = 0.0;
+    if (fd_threads_for(n, FD_OPT_GRAIN) <= 1) {      /* small: no parallel region */
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t lo = b * B, hi = lo + B < n ? lo + B : n;
+            total += k->sumsq_block(x + lo, hi - lo);
+        }
+        fd_fp_exit(fp);
+        return total;
+    }
     enum { ROUND = 256 };        /* block sums per round, kept on the stack */
     double part[ROUND];
-    double total = 0.0;
     for (int64_t b0 = 0; b0 < nb; b0 += ROUND) {
         int64_t b1 = b0 + ROUND < nb ? b0 + ROUND : nb;
         int nt = fd_threads_for((b1 - b0) * B, FD_OPT_GRAIN);
@@ -87,6 +95,11 @@ double fd_sumsq_f32(int64_t n, const float *x) {
     }
     fd_fp_exit(fp);
     return total;
+}
+
+void fd_sumsq_segments_f32(int64_t nseg, const int64_t *bounds, const float *x, double *out) {
+    for (int64_t k = 0; k < nseg; k++)
+        out[k] = fd_sumsq_f32(bounds[2 * k + 1] - bounds[2 * k], x + bounds[2 * k]);
 }
 
 /* ---------------------------------------------------------------------- RMSprop */

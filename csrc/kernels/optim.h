@@ -30,6 +30,10 @@ extern "C" {
 #define FD_SUMSQ_BLOCK 8192
 double fd_sumsq_f32(int64_t n, const float *x);
 
+/* out[k] = fd_sumsq_f32(bounds[2k+1] - bounds[2k], x + bounds[2k]) for k < nseg (the same
+ * bits as one call per segment; one entry point for all the variables of a model). */
+void fd_sumsq_segments_f32(int64_t nseg, const int64_t *bounds, const float *x, double *out);
+
 /* RMSprop: vel = rho*vel + (1-rho)*g²;
  *   centered (avg != NULL): avg = rho*avg + (1-rho)*g;  den = vel - avg² + eps
  *   else den = vel + eps;
