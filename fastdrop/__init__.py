@@ -5,7 +5,29 @@ generator) with AVX2/AVX-512 paths chosen at run time and OpenMP threads, behind
 Keras-like API.
 """
 from ._version import __version__
-from . import _core
+
+
+def _missing_extension_error():
+    import importlib.util
+    import os
+    if importlib.util.find_spec(__name__ + "._core") is not None:
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    return ImportError(
+        f"fastdrop's compiled extension (fastdrop._core) is missing in {here}: this "
+        f"looks like a source checkout that was never built. Build it in place with "
+        f"`pip install -e .` (or `python setup.py build_ext --inplace`) in "
+        f"{os.path.dirname(here)}, or run Python from another directory to use an "
+        f"installed fastdrop-engine.", name="fastdrop._core", path=here)
+
+
+try:
+    from . import _core
+except ImportError:
+    _err = _missing_extension_error()
+    if _err is not None:
+        raise _err from None
+    raise
 from . import kernels
 from . import (callbacks, constraints, datasets, initializers, layers, losses, models,
                optimizers, regularizers, utils)

@@ -1,4 +1,13 @@
-"""Training callbacks (Keras names and semantics) and the progress bar."""
+"""Training callbacks (Keras names and semantics) and the progress bar.
+
+The protocol ``fit`` follows: ``cb.set_model(model)`` once, then ``on_train_begin()``,
+per epoch ``on_epoch_begin(epoch)`` / ``on_epoch_end(epoch, logs)``, per step
+``on_train_batch_begin(batch)`` / ``on_train_batch_end(batch, logs)``, and
+``on_train_end()``.  ``logs`` are dicts of floats (``loss``, ``accuracy``, ``val_loss``,
+...); a callback stops training by setting ``self.model.stop_training = True``.
+"""
+import collections.abc
+import csv
 import math
 import os
 import sys
@@ -8,7 +17,9 @@ import numpy as np
 
 
 class Callback:
-    """Base class.  ``self.model`` is set by ``fit``; ``logs`` are dicts of floats."""
+    """Base class.  ``self.model`` is set by ``fit``; ``logs`` are dicts of floats.
+    As in Keras, ``on_train_batch_begin`` / ``_end`` call ``on_batch_begin`` /
+    ``_end`` unless overridden."""
 
     def __init__(self):
         self.model = None
@@ -20,8 +31,24 @@ class Callback:
     def on_train_end(self, logs=None): pass
     def on_epoch_begin(self, epoch, logs=None): pass
     def on_epoch_end(self, epoch, logs=None): pass
-    def on_train_batch_begin(self, batch, logs=None): pass
-    def on_train_batch_end(self, batch, logs=None): pass
+    def on_batch_begin(self, batch, logs=None): pass
+    def on_batch_end(self, batch, logs=None): pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch_end(batch, logs)
+
+    # evaluation / prediction hooks (Keras names; fastdrop's fit does not call them yet)
+    def on_test_begin(self, logs=None): pass
+    def on_test_end(self, logs=None): pass
+    def on_test_batch_begin(self, batch, logs=None): pass
+    def on_test_batch_end(self, batch, logs=None): pass
+    def on_predict_begin(self, logs=None): pass
+    def on_predict_end(self, logs=None): pass
+    def on_predict_batch_begin(self, batch, logs=None): pass
+    def on_predict_batch_end(self, batch, logs=None): pass
 
 
 class History(Callback):
@@ -129,7 +156,9 @@ class EarlyStopping(_Monitor):
 class ModelCheckpoint(_Monitor):
     """Save the model (atomically) at the end of every epoch, or only when ``monitor``
     improved with ``save_best_only``.  ``filepath`` may contain ``{epoch}`` and log keys
-    as format fields, e.g. ``'ckpt-{epoch:02d}-{val_loss:.3f}.fdm'``."""
+    as format fields, e.g. ``'ckpt-{epoch:02d}-{val_loss:.3f}.fdm'``.
+    ``save_weights_only=True`` writes only the weights, with ``model.save_weights(path)``
+    (read back with ``model.load_weights``)."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=False, mode="auto"):
@@ -150,7 +179,27 @@ class ModelCheckpoint(_Monitor):
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
                       f"{v:.5f}, saving model to {path}")
             self.best = v
-        self.model.save(path)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
+
+    def on_train_begin(self, logs=None):
+        if self.save_weights_only and not callable(getattr(self.model, "save_weights", None)):
+            raise TypeError(f"ModelCheckpoint(save_weights_only=True) needs a model with "
+                            f"save_weights(filepath); {type(self.model).__name__} has none")
+
+
+def _check_settable_lr(model, who):
+    opt = getattr(model, "optimizer", None)
+    if opt is None or not hasattr(opt, "learning_rate"):
+        raise ValueError(f"{who} needs a compiled model whose optimizer has a learning_rate")
+    if getattr(opt, "schedule", None) is not None:
+        raise TypeError(
+            f"{who} cannot set the learning rate of an optimizer created with a "
+            f"learning-rate schedule ({type(opt.schedule).__name__}): its learning rate is "
+            f"not settable (as in Keras). Use a float learning_rate with {who}, or the "
+            f"schedule alone.")
 
 
 class LearningRateScheduler(Callback):
@@ -163,6 +212,9 @@ class LearningRateScheduler(Callback):
             raise ValueError("schedule must be callable: schedule(epoch, lr) -> lr")
         self.schedule = schedule
         self.verbose = verbose
+
+    def on_train_begin(self, logs=None):
+        _check_settable_lr(self.model, "LearningRateScheduler")
 
     def on_epoch_begin(self, epoch, logs=None):
         opt = self.model.optimizer
@@ -195,6 +247,7 @@ class ReduceLROnPlateau(_Monitor):
         self.min_lr = float(min_lr)
 
     def on_train_begin(self, logs=None):
+        _check_settable_lr(self.model, "ReduceLROnPlateau")
         self.wait = 0
         self.cooldown_counter = 0
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -224,6 +277,172 @@ class ReduceLROnPlateau(_Monitor):
                               f"rate to {new}.")
                     self.cooldown_counter = self.cooldown
                     self.wait = 0
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when a batch's loss is NaN or infinite (``raise_error=True``: raise
+    ``RuntimeError`` instead).  fastdrop's ``fit`` already stops on a non-finite loss
+    with ``NonFiniteLossError``; this callback also watches losses that other callbacks
+    or custom loops put in the logs."""
+
+    def __init__(self, raise_error=False):
+        super().__init__()
+        self.raise_error = bool(raise_error)
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        try:
+            bad = not math.isfinite(float(loss))
+        except (TypeError, ValueError):
+            return
+        if bad:
+            if self.raise_error:
+                raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. "
+                                   f"Loss value: {loss}. Terminating training immediately.")
+            print(f"Batch {batch}: Invalid loss, terminating training")
+            self.model.stop_training = True
+
+
+class CSVLogger(Callback):
+    """Stream the epoch logs to a CSV file (Keras layout): a header ``epoch,<keys>``
+    (keys sorted; ``val_<key>`` columns added when the first epoch had no validation
+    keys), then one row per epoch, flushed after each.  ``append=True`` appends to an
+    existing file (no second header if it is not empty).  Missing values are ``NA``."""
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"separator must be a single character, got {separator!r}")
+        self.filename = os.fspath(filename)
+        self.sep = separator
+        self.append = bool(append)
+        self.keys = None
+        self.writer = None
+        self.csv_file = None
+        self.append_header = True
+
+    def on_train_begin(self, logs=None):
+        if self.append:
+            if os.path.exists(self.filename):
+                with open(self.filename, "r", newline="") as f:
+                    self.append_header = not bool(len(f.readline()))
+            mode = "a"
+        else:
+            self.append_header = True
+            mode = "w"
+        self._close()
+        self.csv_file = open(self.filename, mode, newline="")
+        self.writer = None
+        self.keys = None
+
+    @staticmethod
+    def _value(v):
+        if isinstance(v, str):
+            return v
+        if isinstance(v, np.ndarray) and v.ndim == 0:
+            return v.item()
+        if isinstance(v, collections.abc.Iterable):
+            return f'"[{", ".join(map(str, v))}]"'
+        return v
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.csv_file is None:          # used without on_train_begin
+            self.on_train_begin()
+        if self.keys is None:
+            self.keys = sorted(logs)
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                self.keys += [f"val_{k}" for k in self.keys]
+        if self.writer is None:
+            sep = self.sep
+
+            class _Dialect(csv.excel):
+                delimiter = sep
+
+            self.writer = csv.DictWriter(self.csv_file, fieldnames=["epoch"] + self.keys,
+                                         dialect=_Dialect)
+            if self.append_header:
+                self.writer.writeheader()
+        row = {"epoch": epoch}
+        row.update((k, self._value(logs.get(k, "NA"))) for k in self.keys)
+        self.writer.writerow(row)
+        self.csv_file.flush()
+
+    def _close(self):
+        if self.csv_file is not None and not self.csv_file.closed:
+            self.csv_file.close()
+
+    def on_train_end(self, logs=None):
+        self._close()
+        self.writer = None
+
+    def __getstate__(self):   # an open file does not pickle; a copy starts closed
+        d = dict(self.__dict__)
+        d["csv_file"] = d["writer"] = None
+        return d
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions (Keras signature)::
+
+        LambdaCallback(on_epoch_begin=f(epoch, logs), on_epoch_end=f(epoch, logs),
+                       on_train_begin=f(logs), on_train_end=f(logs),
+                       on_train_batch_begin=f(batch, logs), on_train_batch_end=f(batch, logs))
+
+    ``on_batch_begin`` / ``on_batch_end`` are accepted as the Keras 2 names of the
+    batch hooks."""
+
+    _HOOKS = ("on_epoch_begin", "on_epoch_end", "on_train_begin", "on_train_end",
+              "on_train_batch_begin", "on_train_batch_end")
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
+                 on_train_end=None, on_train_batch_begin=None, on_train_batch_end=None,
+                 **kwargs):
+        super().__init__()
+        funcs = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
+                     on_train_begin=on_train_begin, on_train_end=on_train_end,
+                     on_train_batch_begin=on_train_batch_begin,
+                     on_train_batch_end=on_train_batch_end)
+        for old, new in (("on_batch_begin", "on_train_batch_begin"),
+                         ("on_batch_end", "on_train_batch_end")):
+            if old in kwargs:
+                f = kwargs.pop(old)
+                if funcs[new] is not None and f is not None:
+                    raise ValueError(f"give {new} or {old}, not both")
+                funcs[new] = funcs[new] or f
+        if kwargs:
+            raise TypeError(f"LambdaCallback got unexpected arguments {sorted(kwargs)}; "
+                            f"expected {list(self._HOOKS)}")
+        for name, f in funcs.items():
+            if f is not None and not callable(f):
+                raise ValueError(f"{name} must be callable or None, got {f!r}")
+        self._funcs = funcs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._funcs["on_epoch_begin"]:
+            self._funcs["on_epoch_begin"](epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._funcs["on_epoch_end"]:
+            self._funcs["on_epoch_end"](epoch, logs)
+
+    def on_train_begin(self, logs=None):
+        if self._funcs["on_train_begin"]:
+            self._funcs["on_train_begin"](logs)
+
+    def on_train_end(self, logs=None):
+        if self._funcs["on_train_end"]:
+            self._funcs["on_train_end"](logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._funcs["on_train_batch_begin"]:
+            self._funcs["on_train_batch_begin"](batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._funcs["on_train_batch_end"]:
+            self._funcs["on_train_batch_end"](batch, logs)
 
 
 class ProgressBar:

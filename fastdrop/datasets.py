@@ -110,18 +110,52 @@ _MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
 class DatasetUnavailableError(OSError):
     """The full Fashion-MNIST set is not on disk and could not be downloaded.
 
-    Subclass of :class:`OSError`; the message says how to get the data.
+    Subclass of :class:`OSError`; the message says how to get the data.  ``reason``
+    (a short string, or None) says what failed, e.g. the download error.
     """
 
+    reason = None
 
-def _howto():
+
+def _unavailable(message, reason=None):
+    err = DatasetUnavailableError(message)
+    err.reason = reason
+    return err
+
+
+def _howto(download_failed=False):
+    fetch = ("or retry later: the download is about 30 MB from %s into %s"
+             if download_failed else
+             "or call with download=True (about 30 MB from %s into %s)")
     return ("To get the full Fashion-MNIST set: install the Debian/Ubuntu "
             "package (apt-get install dataset-fashion-mnist), or put the four "
             "IDX files (%s, optionally .gz) in a directory and set "
-            "FASTDROP_DATA to it, or call with download=True (about 30 MB from "
-            "%s into %s). For an offline run use fashion_mnist(subset=\"small\")."
-            % (", ".join(_FILES.values()), FASHION_MNIST_URL,
-               os.path.expanduser(CACHE_DIR)))
+            "FASTDROP_DATA to it, %s. For an offline run use "
+            "fashion_mnist(subset=\"small\")."
+            % (", ".join(_FILES.values()),
+               fetch % (FASHION_MNIST_URL, os.path.expanduser(CACHE_DIR))))
+
+
+def _missing_dirs(directory):
+    """The directories ``os.makedirs(directory)`` would create, deepest first."""
+    out = []
+    d = os.path.abspath(directory)
+    while d and not os.path.exists(d):
+        out.append(d)
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return out
+
+
+def _remove_empty(dirs):
+    """Remove the directories this download created if they are (still) empty."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
 
 
 # ----------------------------------------------------------------------------
@@ -369,12 +403,26 @@ def download_fashion_mnist(directory=None, base_url=None):
     """
     directory = os.path.expanduser(directory or CACHE_DIR)
     base_url = base_url or FASHION_MNIST_URL
+    created = _missing_dirs(directory)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-        raise DatasetUnavailableError(
+        _remove_empty(created)
+        raise _unavailable(
             "Cannot create download directory %s (%s). %s"
-            % (directory, exc, _howto())) from exc
+            % (directory, exc, _howto(download_failed=True)),
+            "cannot create %s: %s" % (directory, exc)) from exc
+    try:
+        _download_into(directory, base_url)
+    except BaseException:
+        # a failed download leaves no empty cache folder behind (files that were
+        # downloaded and verified before the failure are kept for the next try)
+        _remove_empty(created)
+        raise
+    return directory
+
+
+def _download_into(directory, base_url):
     for base in _FILES.values():
         gz_name = base + ".gz"
         final = os.path.join(directory, gz_name)
@@ -389,22 +437,25 @@ def download_fashion_mnist(directory=None, base_url=None):
             _fetch(url, tmp)
             ok, actual = _verify_download(tmp, gz_name)
             if not ok:
-                raise DatasetUnavailableError(
+                raise _unavailable(
                     "SHA-256 mismatch for %s downloaded from %s: got %s, "
                     "expected %s. The download was discarded. %s"
-                    % (gz_name, url, actual, _GZ_SHA256[gz_name], _howto()))
+                    % (gz_name, url, actual, _GZ_SHA256[gz_name],
+                       _howto(download_failed=True)),
+                    "SHA-256 mismatch for %s from %s" % (gz_name, url))
             os.chmod(tmp, 0o666 & ~_umask())  # mkstemp uses 0600
             os.replace(tmp, final)
             tmp = None
         except DatasetUnavailableError:
             raise
         except Exception as exc:  # urllib raises URLError/HTTPError/timeouts
-            raise DatasetUnavailableError(
-                "Downloading %s failed: %s. %s" % (url, exc, _howto())) from exc
+            raise _unavailable(
+                "Downloading %s failed: %s. %s"
+                % (url, exc, _howto(download_failed=True)),
+                "downloading %s failed: %s" % (url, exc)) from exc
         finally:
             if tmp is not None and os.path.exists(tmp):
                 os.remove(tmp)
-    return directory
 
 
 # ----------------------------------------------------------------------------

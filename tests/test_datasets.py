@@ -344,7 +344,10 @@ def test_download_fetch_failure(isolated, monkeypatch):
     assert "no route to host" in msg and "FASTDROP_DATA" in msg
     assert 'subset="small"' in msg and "apt-get install" in msg
     assert calls and calls[0].startswith(ds.FASHION_MNIST_URL)
-    assert os.listdir(ds.CACHE_DIR) == []  # temp file removed
+    # temp file removed, and no empty cache folder left behind
+    assert not os.path.exists(ds.CACHE_DIR)
+    assert "download=True" not in msg  # the default that just failed
+    assert "no route to host" in info.value.reason
 
 
 def test_download_disabled_never_fetches(isolated, monkeypatch):

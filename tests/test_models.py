@@ -390,7 +390,7 @@ def test_bad_model_configuration():
     with pytest.raises(ValueError, match="kernel_initializer"):
         Dense(3, kernel_initializer="magic")
     with pytest.raises(ValueError, match="optimizer must be"):
-        mlp().compile("adagrad", "mse")
+        mlp().compile("lion", "mse")
     with pytest.raises(ValueError, match="loss must be"):
         mlp().compile("adam", "hinge")
     m = Sequential([Dense(3, input_dim=4), Dense(2)])

@@ -16,7 +16,7 @@ The network is ``[Dropout(input_dropout)] -> (Dense(units, relu) -> Dropout(drop
 classifier, a linear output with mean squared error for the regressor), trained with
 fastdrop's C kernels.  ``model_`` is the fitted ``fastdrop.models.Sequential``.
 
-Requires scikit-learn (``pip install "fastdrop[sklearn]"``); ``import fastdrop`` itself
+Requires scikit-learn (``pip install "fastdrop-engine[sklearn]"``); ``import fastdrop`` itself
 never imports scikit-learn.
 """
 import numbers
@@ -29,7 +29,7 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 except ImportError as e:  # pragma: no cover - exercised only without scikit-learn
-    raise ImportError("fastdrop.sklearn needs scikit-learn: pip install 'fastdrop[sklearn]' "
+    raise ImportError("fastdrop.sklearn needs scikit-learn: pip install 'fastdrop-engine[sklearn]' "
                       "(or pip install scikit-learn)") from e
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets

@@ -30,8 +30,8 @@ The (rate, fold) trials are independent joblib tasks:
   (``n_threads=1``) unless you pass ``n_threads=...``, so parallel workers do not
   oversubscribe the cores.
 
-Needs scikit-learn and joblib (``pip install "fastdrop[sklearn]"``), dask for the Dask
-backend (``"fastdrop[dask]"``), matplotlib for ``plot`` (``"fastdrop[plot]"``).
+Needs scikit-learn and joblib (``pip install "fastdrop-engine[sklearn]"``), dask for the Dask
+backend (``"fastdrop-engine[dask]"``), matplotlib for ``plot`` (``"fastdrop-engine[plot]"``).
 """
 import argparse
 import contextlib
@@ -124,7 +124,7 @@ class DropoutSearchResult:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ImportError("DropoutSearchResult.plot needs matplotlib: "
-                              "pip install 'fastdrop[plot]' (or pip install matplotlib)"
+                              "pip install 'fastdrop-engine[plot]' (or pip install matplotlib)"
                               ) from None
         if ax is None:
             import matplotlib.pyplot as plt
@@ -247,7 +247,7 @@ def search_dropout(x, y, rates=DEFAULT_RATES, cv=5, epochs=10, random_state=None
             import distributed  # noqa: F401  (registers joblib's 'dask' backend)
         except ImportError:
             raise ImportError("backend='dask' needs dask.distributed: pip install "
-                              "'fastdrop[dask]'") from None
+                              "'fastdrop-engine[dask]'") from None
         if _active_dask_client() is None:
             raise RuntimeError("backend='dask' needs an active dask.distributed Client: "
                                "start one first, e.g. `from dask.distributed import Client, "
@@ -369,7 +369,7 @@ def main(args):
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        print("error: `fastdrop tune` needs scikit-learn: pip install 'fastdrop[sklearn]'",
+        print("error: `fastdrop tune` needs scikit-learn: pip install 'fastdrop-engine[sklearn]'",
               file=sys.stderr)
         return 1
     x, y = _load_data(args)
@@ -381,7 +381,7 @@ def main(args):
                 from dask.distributed import Client, LocalCluster
             except ImportError:
                 print("error: --dask/--scheduler need dask.distributed: pip install "
-                      "'fastdrop[dask]'", file=sys.stderr)
+                      "'fastdrop-engine[dask]'", file=sys.stderr)
                 return 1
             if args.scheduler:
                 client = Client(args.scheduler)
@@ -417,7 +417,7 @@ def main(args):
         try:
             from matplotlib.figure import Figure
         except ImportError:
-            print("error: --plot needs matplotlib: pip install 'fastdrop[plot]'",
+            print("error: --plot needs matplotlib: pip install 'fastdrop-engine[plot]'",
                   file=sys.stderr)
             return 1
         fig = Figure(figsize=(5.5, 3.8), layout="tight")

@@ -1,0 +1,3 @@
+/* optimizer kernels, ref path (see optim_impl.h) */
+#define FD_SFX ref
+#include "optim_impl.h"
