@@ -556,12 +556,10 @@ class Sequential:
     def _update(self, segments):
         store = self._store
         opt = self.optimizer
-        if len(segments) == 1 and segments[0] == (0, store.params.size):
+        if segments is None:          # every weight trains, no per-variable clipping
             opt.apply(store.params, store.grads)
         elif segments:
-            opt.begin_step()
-            for lo, hi in segments:
-                opt.apply_range(store.params, store.grads, lo, hi)
+            opt.apply(store.params, store.grads, segments)
         for v in self._con_vars:
             c = v.constraint
             _core.maxnorm(v.value.reshape(-1, v.shape[-1]), c.max_value)
@@ -573,7 +571,12 @@ class Sequential:
         self._con_vars = [v for v in store.weight_vars
                           if v.constraint is not None and store.is_trainable(v)]
         self._plan_if_trainable_changed()
-        return store.trainable_segments()
+        # per-variable segments when some weights are frozen or clipnorm clips each
+        # variable by its own norm; None: one update of the whole block
+        if store.trainable_segments() == [(0, store.params.size)] and \
+                getattr(self.optimizer, "clipnorm", None) is None:
+            return None
+        return store.variable_segments()
 
     def _plan_if_trainable_changed(self):
         flags = tuple(l.trainable for l in self.layers)

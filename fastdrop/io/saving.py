@@ -339,9 +339,12 @@ def load_weights(model, filepath):
                 header, names = _read_header(zf, path, WEIGHTS_FORMAT)
             except ValueError:
                 header, names = _read_header(zf, path, FORMAT)
-            want = _variables(model)
+            # matched by position, variable name, shape and kind (as Keras matches weights
+            # by topology): the layers' names may differ between two models
+            want = [v[1:] for v in _variables(model)]
             got = header.get("variables")
-            if got != want:
+            if not isinstance(got, list) or [v[1:] if isinstance(v, list) else v
+                                             for v in got] != want:
                 raise _bad(path, "its variables do not match this model's (same architecture "
                                  "needed)")
             params = _read_block(zf, names, path, "params", model._store.params.size,
