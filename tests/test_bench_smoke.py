@@ -11,7 +11,7 @@ import types
 import pytest
 
 from fastdrop import _bench
-from fastdrop import __main__ as cli
+from fastdrop import cli
 
 SECTIONS = {"gemm", "dropout", "relu", "softmax_cross_entropy", "adam", "train",
             "thread_scaling", "predict", "targets"}

@@ -9,7 +9,7 @@ import urllib.error
 import pytest
 
 import fastdrop
-from fastdrop import __main__ as cli
+from fastdrop import cli
 from fastdrop import datasets as ds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastdrop.__file__)))

@@ -63,7 +63,7 @@ def test_cli_rejects_bad_flags(tmp_path):
 def test_cli_notice_when_full_set_missing(monkeypatch, capsys):
     """Without the full set the CLI trains on the embedded subset and says, on one line,
     how to get the full set (the search is patched: the Debian files may be installed)."""
-    from fastdrop import __main__ as cli
+    from fastdrop import cli
 
     monkeypatch.setattr(datasets, "find_fashion_mnist", lambda *a, **k: None)
     assert cli.main(["train", "--layers", "16", "--epochs", "1", "--verbose", "0"]) == 0

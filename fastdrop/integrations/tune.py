@@ -286,8 +286,8 @@ def search_dropout(x, y, rates=DEFAULT_RATES, cv=5, epochs=10, random_state=None
 
 
 # --------------------------------------------------------------------------- CLI
-from ..__main__ import _layer_sizes as _sizes_arg  # noqa: E402  (shared CLI parsers)
-from ..__main__ import _rates as _rates_arg  # noqa: E402
+from ..cli.args import _layer_sizes as _sizes_arg  # noqa: E402  (shared CLI parsers)
+from ..cli.args import _rates as _rates_arg  # noqa: E402
 
 
 def _positive_int(text):
