@@ -2,3 +2,6 @@
 from .._layers_v1 import *  # noqa: F401,F403  (transitional: replaced by the v2 layers)
 from .._layers_v1 import (ACTIVATIONS, FUSED_BACKWARD, LAYER_TYPES, Layer,  # noqa: F401
                           _activation, _dropout_seed)
+from .conv import (AveragePooling2D, BatchNormalization, Conv2D,  # noqa: F401,E402
+                   GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D,
+                   SpatialDropout2D)

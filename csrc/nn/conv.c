@@ -1,0 +1,377 @@
+/* conv.c — Conv2D forward/backward (NHWC) as an implicit GEMM on fd_sgemm.
+ *
+ * Forward: the n*oh*ow output rows are cut into chunks of FD_CONV_CHUNK_FLOATS / K rows
+ * (a multiple of 8, so every chunk's element-mask bits start on a byte: the GEMM epilogue
+ * applies them).  Each thread packs the patches of its chunk (im2col of that chunk only,
+ * L2-sized) into its own buffer and runs one single-threaded fd_sgemm with the epilogue
+ * (bias, relu, mask).  A 1×1 stride-1 unpadded convolution is one plain GEMM on x.
+ * The first layer of an MNIST-like net (c = 1, K = 9) takes the same path: its patch
+ * rows are 9 floats against 32+ output floats, so packing is a small part of the time.
+ *
+ * Backward: the images are cut into U = min(n, FD_CONV_UNITS) contiguous units (fixed by
+ * the shape).  One thread handles a unit in order: per chunk, patches, dW_u += patchesᵀ·dz
+ * (beta = 1 after the unit's first chunk), dcols = dz·wtᵀ and col2im into the unit's dx
+ * (each image's dx written by one thread).  dW = Σ_u dW_u and db = Σ_u db_u are then
+ * added in unit order.  GEMMs never split K, so nothing depends on the thread count. */
+#include "nn/conv.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fpenv.h"
+#include "internal.h"
+
+#define FD_CONV_CHUNK_FLOATS 49152 /* patch floats per chunk (192 KiB: L2-resident)  */
+#define FD_CONV_UNITS 16           /* backward units (partial dW sums) at most        */
+
+/* ------------------------------------------------------------ workspace */
+typedef struct fd_conv_buf {
+    float *p;
+    size_t cap;
+    struct fd_conv_buf *next;
+} fd_conv_buf;
+
+#define FD_CONV_SLOTS 2
+static _Atomic(fd_conv_buf *) conv_bufs = NULL;
+static _Thread_local fd_conv_buf *my_bufs[FD_CONV_SLOTS];
+
+/* A 64-byte aligned per-thread buffer of >= floats floats (slot 0: chunk workspace of a
+ * worker; slot 1: the caller's partial sums).  NULL when memory runs out. */
+static float *conv_buffer(int slot, size_t floats)
+{
+    fd_conv_buf *b = my_bufs[slot];
+    if (!b) {
+        b = calloc(1, sizeof *b);
+        if (!b) return NULL;
+        b->next = atomic_load(&conv_bufs);
+        while (!atomic_compare_exchange_weak(&conv_bufs, &b->next, b)) {
+        }
+        my_bufs[slot] = b;
+    }
+    if (b->cap < floats) {
+        free(b->p);
+        b->p = NULL;
+        b->cap = 0;
+        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+        b->p = aligned_alloc(64, bytes ? bytes : 64);
+        if (!b->p) return NULL;
+        b->cap = floats;
+    }
+    return b->p;
+}
+
+void fd_conv_release_buffers(void)
+{
+    for (fd_conv_buf *b = atomic_load(&conv_bufs); b; b = b->next) {
+        free(b->p);
+        b->p = NULL;
+        b->cap = 0;
+    }
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static int64_t conv_k(const fd_conv2d_desc *d) { return d->kh * d->kw * d->c; }
+
+/* 1×1, stride 1, no padding: the patches are x itself. */
+static int is_pointwise(const fd_conv2d_desc *d)
+{
+    return d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->pt == 0 && d->pl == 0 &&
+           d->oh == d->h && d->ow == d->w;
+}
+
+/* Output rows per chunk: about FD_CONV_CHUNK_FLOATS patch floats, a multiple of 8. */
+static int64_t chunk_rows(const fd_conv2d_desc *d)
+{
+    int64_t r = FD_CONV_CHUNK_FLOATS / conv_k(d);
+    r &= ~(int64_t)7;
+    return r < 8 ? 8 : r;
+}
+
+/* ------------------------------------------------------------ im2col / col2im */
+/* Patches of output rows [r0, r0 + rows) (global row = (img*oh + oy)*ow + ox) into
+ * cols (rows × K). */
+static void im2col(const fd_conv2d_desc *d, const float *FD_RESTRICT x, int64_t r0,
+                   int64_t rows, float *FD_RESTRICT cols)
+{
+    const int64_t P = d->oh * d->ow, K = conv_k(d), C = d->c;
+    const int64_t rowlen = d->kw * C;
+    const int contig = d->dw == 1; /* kw taps of a row are adjacent pixels */
+    int64_t img = r0 / P, rem = r0 % P, oy = rem / d->ow, ox = rem % d->ow;
+    for (int64_t r = 0; r < rows; r++) {
+        float *dst = cols + r * K;
+        const float *xi = x + img * d->h * d->w * C;
+        const int64_t ix0 = ox * d->sw - d->pl;
+        const int full = contig && ix0 >= 0 && ix0 + d->kw <= d->w;
+        for (int64_t ki = 0; ki < d->kh; ki++) {
+            const int64_t iy = oy * d->sh - d->pt + ki * d->dh;
+            if (iy < 0 || iy >= d->h) {
+                for (int64_t q = 0; q < rowlen; q++) dst[q] = 0.0f;
+            } else if (full) {
+                const float *s = xi + (iy * d->w + ix0) * C;
+                for (int64_t q = 0; q < rowlen; q++) dst[q] = s[q];
+            } else {
+                for (int64_t kj = 0; kj < d->kw; kj++) {
+                    const int64_t ix = ix0 + kj * d->dw;
+                    float *dd = dst + kj * C;
+                    if (ix < 0 || ix >= d->w) {
+                        for (int64_t q = 0; q < C; q++) dd[q] = 0.0f;
+                    } else {
+                        const float *s = xi + (iy * d->w + ix) * C;
+                        for (int64_t q = 0; q < C; q++) dd[q] = s[q];
+                    }
+                }
+            }
+            dst += rowlen;
+        }
+        if (++ox == d->ow) {
+            ox = 0;
+            if (++oy == d->oh) {
+                oy = 0;
+                img++;
+            }
+        }
+    }
+}
+
+/* dx += col2im(cols) for output rows [r0, r0 + rows) (dx of those images pre-zeroed). */
+static void col2im(const fd_conv2d_desc *d, float *FD_RESTRICT dx, int64_t r0, int64_t rows,
+                   const float *FD_RESTRICT cols)
+{
+    const int64_t P = d->oh * d->ow, K = conv_k(d), C = d->c;
+    const int64_t rowlen = d->kw * C;
+    const int contig = d->dw == 1;
+    int64_t img = r0 / P, rem = r0 % P, oy = rem / d->ow, ox = rem % d->ow;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *src = cols + r * K;
+        float *xi = dx + img * d->h * d->w * C;
+        const int64_t ix0 = ox * d->sw - d->pl;
+        const int full = contig && ix0 >= 0 && ix0 + d->kw <= d->w;
+        for (int64_t ki = 0; ki < d->kh; ki++) {
+            const int64_t iy = oy * d->sh - d->pt + ki * d->dh;
+            if (iy >= 0 && iy < d->h) {
+                if (full) {
+                    float *s = xi + (iy * d->w + ix0) * C;
+                    for (int64_t q = 0; q < rowlen; q++) s[q] += src[q];
+                } else {
+                    for (int64_t kj = 0; kj < d->kw; kj++) {
+                        const int64_t ix = ix0 + kj * d->dw;
+                        if (ix < 0 || ix >= d->w) continue;
+                        float *s = xi + (iy * d->w + ix) * C;
+                        const float *ss = src + kj * C;
+                        for (int64_t q = 0; q < C; q++) s[q] += ss[q];
+                    }
+                }
+            }
+            src += rowlen;
+        }
+        if (++ox == d->ow) {
+            ox = 0;
+            if (++oy == d->oh) {
+                oy = 0;
+                img++;
+            }
+        }
+    }
+}
+
+/* rows [r0, r0+rows) of y (oc wide) *= chmask bit of (img, j) ? scale : 0 */
+static void apply_chmask_rows(const fd_conv2d_desc *d, float *y, int64_t r0, int64_t rows,
+                              const uint8_t *chmask, float scale)
+{
+    const int64_t P = d->oh * d->ow, oc = d->oc;
+    for (int64_t r = r0; r < r0 + rows; r++) {
+        const int64_t img = r / P;
+        float *row = y + r * oc;
+        for (int64_t j = 0; j < oc; j++) {
+            const uint64_t bit = (uint64_t)(img * oc + j);
+            row[j] = (chmask[bit >> 3] >> (bit & 7)) & 1 ? row[j] * scale : 0.0f;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ forward */
+int fd_conv2d_forward_f32(const fd_conv2d_desc *d, float *y, const float *x,
+                          const float *wt, const float *bias, int relu,
+                          const uint8_t *mask, const uint8_t *chmask, float scale)
+{
+    const int64_t M = d->n * d->oh * d->ow, K = conv_k(d), oc = d->oc;
+    if (M <= 0 || oc <= 0) return 0;
+    fd_init();
+    unsigned fp = fd_fp_enter();
+    const fd_epilogue ep = {bias, relu, mask, scale};
+    const fd_epilogue *pep = (bias || relu || mask) ? &ep : NULL;
+    if (is_pointwise(d)) {
+        fd_sgemm(0, 0, M, oc, K, 1.0f, x, K, wt, oc, 0.0f, y, oc, pep);
+        if (chmask) {
+            const int nt = fd_threads_for(M * oc, 1 << 15);
+            const int64_t nimg = d->n;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+            for (int64_t i = 0; i < nimg; i++) {
+                unsigned fpt = fd_fp_enter();
+                apply_chmask_rows(d, y, i * d->oh * d->ow, d->oh * d->ow, chmask, scale);
+                fd_fp_exit(fpt);
+            }
+        }
+        fd_fp_exit(fp);
+        return 0;
+    }
+    const int64_t R = chunk_rows(d);
+    const int64_t chunks = (M + R - 1) / R;
+    int nt = fd_threads_for(M * K * oc, 1 << 18);
+    if (nt > chunks) nt = (int)chunks;
+    int status = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        unsigned fpt = fd_fp_enter();
+        float *cols = conv_buffer(0, (size_t)(R * K));
+        if (!cols) {
+#pragma omp atomic write
+            status = -1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t q = 0; q < chunks; q++) {
+            if (!cols) continue;
+            const int64_t r0 = q * R, rows = min64(R, M - r0);
+            im2col(d, x, r0, rows, cols);
+            fd_epilogue e = ep;
+            if (mask) e.mask = mask + (r0 * oc) / 8; /* r0 % 8 == 0: byte aligned */
+            fd_sgemm(0, 0, rows, oc, K, 1.0f, cols, K, wt, oc, 0.0f, y + r0 * oc, oc,
+                     pep ? &e : NULL);
+            if (chmask) apply_chmask_rows(d, y, r0, rows, chmask, scale);
+        }
+        fd_fp_exit(fpt);
+    }
+    fd_fp_exit(fp);
+    return status;
+}
+
+/* ------------------------------------------------------------ backward */
+int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float *x,
+                           const float *wt, float *dwt, float *db, float *dx)
+{
+    const int64_t N = d->n, P = d->oh * d->ow, K = conv_k(d), oc = d->oc;
+    const int64_t M = N * P;
+    const int64_t img_in = d->h * d->w * d->c;
+    if (N <= 0) return 0;
+    fd_init();
+    unsigned fp = fd_fp_enter();
+    if (M == 0 || oc == 0) { /* degenerate: zero gradients */
+        if (dwt) memset(dwt, 0, (size_t)(K * oc) * sizeof(float));
+        if (db) memset(db, 0, (size_t)oc * sizeof(float));
+        if (dx) memset(dx, 0, (size_t)(N * img_in) * sizeof(float));
+        fd_fp_exit(fp);
+        return 0;
+    }
+    const int pw = is_pointwise(d);
+    if (pw && dx) /* dx = dz·wtᵀ as one GEMM */
+        fd_sgemm(0, 1, M, K, oc, 1.0f, dz, oc, wt, oc, 0.0f, dx, K, NULL);
+    const int need_dx = dx && !pw;
+    if (!dwt && !db && !need_dx) {
+        fd_fp_exit(fp);
+        return 0;
+    }
+    const int64_t U = min64(N, FD_CONV_UNITS);
+    const int64_t R = chunk_rows(d);
+    /* partials: U × (K*oc + oc) */
+    const int64_t part = K * oc + oc;
+    float *parts = NULL;
+    if (dwt || db) {
+        parts = conv_buffer(1, (size_t)(U * part));
+        if (!parts) {
+            fd_fp_exit(fp);
+            return -1;
+        }
+    }
+    int nt = fd_threads_for(M * K * oc, 1 << 18);
+    if (nt > U) nt = (int)U;
+    int status = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        unsigned fpt = fd_fp_enter();
+        float *work = conv_buffer(0, (size_t)((pw ? 0 : R * K) + (need_dx ? R * K : 0)));
+        if (!work) {
+#pragma omp atomic write
+            status = -1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < U; u++) {
+            if (!work) continue;
+            const int64_t i0 = N * u / U, i1 = N * (u + 1) / U;
+            const int64_t ra = i0 * P, rb = i1 * P;
+            float *cols = work;
+            float *dcols = pw ? work : work + R * K;
+            float *pdw = parts ? parts + u * part : NULL;
+            float *pdb = pdw ? pdw + K * oc : NULL;
+            if (need_dx) memset(dx + i0 * img_in, 0, (size_t)((i1 - i0) * img_in) * sizeof(float));
+            if (pdb)
+                for (int64_t j = 0; j < oc; j++) pdb[j] = 0.0f;
+            for (int64_t r0 = ra; r0 < rb; r0 += R) {
+                const int64_t rows = min64(R, rb - r0);
+                const float *dzc = dz + r0 * oc;
+                if (dwt) {
+                    const float *pc = pw ? x + r0 * K : cols;
+                    if (!pw) im2col(d, x, r0, rows, cols);
+                    fd_sgemm(1, 0, K, oc, rows, 1.0f, pc, K, dzc, oc, r0 == ra ? 0.0f : 1.0f,
+                             pdw, oc, NULL);
+                }
+                if (pdb)
+                    for (int64_t r = 0; r < rows; r++)
+                        for (int64_t j = 0; j < oc; j++) pdb[j] += dzc[r * oc + j];
+                if (need_dx) {
+                    fd_sgemm(0, 1, rows, K, oc, 1.0f, dzc, oc, wt, oc, 0.0f, dcols, K, NULL);
+                    col2im(d, dx, r0, rows, dcols);
+                }
+            }
+        }
+        fd_fp_exit(fpt);
+    }
+    if (status == 0 && parts) { /* dW, db = Σ_u partials in unit order */
+        const int64_t tot = K * oc;
+        const int nt2 = fd_threads_for(tot * U, 1 << 16);
+#pragma omp parallel for num_threads(nt2) schedule(static) if (nt2 > 1)
+        for (int64_t e0 = 0; e0 < part; e0 += 256) {
+            const int64_t e1 = min64(part, e0 + 256);
+            for (int64_t e = e0; e < e1; e++) {
+                float s = parts[e];
+                for (int64_t u = 1; u < U; u++) s += parts[u * part + e];
+                if (e < tot) {
+                    if (dwt) dwt[e] = s;
+                } else if (db) {
+                    db[e - tot] = s;
+                }
+            }
+        }
+    }
+    fd_fp_exit(fp);
+    return status;
+}
+
+/* ------------------------------------------------------------ channel mask */
+void fd_channel_mask_apply_f32(int64_t n, int64_t p, int64_t c, float *out, const float *x,
+                               const uint8_t *chmask, float scale)
+{
+    if (n <= 0 || p <= 0 || c <= 0) return;
+    unsigned fp = fd_fp_enter();
+    const int nt = fd_threads_for(n * p * c, 1 << 15);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t i = 0; i < n; i++) {
+        unsigned fpt = fd_fp_enter();
+        float sc[256];
+        for (int64_t j0 = 0; j0 < c; j0 += 256) {
+            const int64_t cw = min64(256, c - j0);
+            for (int64_t j = 0; j < cw; j++) {
+                const uint64_t bit = (uint64_t)(i * c + j0 + j);
+                sc[j] = (chmask[bit >> 3] >> (bit & 7)) & 1 ? scale : 0.0f;
+            }
+            for (int64_t q = 0; q < p; q++) {
+                const float *xs = x + (i * p + q) * c + j0;
+                float *os = out + (i * p + q) * c + j0;
+                for (int64_t j = 0; j < cw; j++) os[j] = sc[j] != 0.0f ? xs[j] * sc[j] : 0.0f;
+            }
+        }
+        fd_fp_exit(fpt);
+    }
+    fd_fp_exit(fp);
+}
