@@ -21,6 +21,7 @@
 
 #include "fpenv.h"
 #include "internal.h"
+#include "nn/conv_direct.h"
 
 #define FD_CONV_CHUNK_FLOATS 49152 /* patch floats per chunk (192 KiB: L2-resident)  */
 #define FD_CONV_UNITS 16           /* backward units (partial dW sums) at most        */
@@ -71,6 +72,32 @@ void fd_conv_release_buffers(void)
 }
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+static fd_conv_direct_fwd_fn direct_fwd(void)
+{
+    switch (fd_isa_get()) {
+#ifdef FD_HAVE_AVX512
+    case FD_ISA_AVX512: return fd_conv_direct_fwd_avx512;
+#endif
+#ifdef FD_HAVE_AVX2
+    case FD_ISA_AVX2: return fd_conv_direct_fwd_avx2;
+#endif
+    default: return fd_conv_direct_fwd_ref;
+    }
+}
+
+static fd_conv_direct_dw_fn direct_dw(void)
+{
+    switch (fd_isa_get()) {
+#ifdef FD_HAVE_AVX512
+    case FD_ISA_AVX512: return fd_conv_direct_dw_avx512;
+#endif
+#ifdef FD_HAVE_AVX2
+    case FD_ISA_AVX2: return fd_conv_direct_dw_avx2;
+#endif
+    default: return fd_conv_direct_dw_ref;
+    }
+}
 
 static int64_t conv_k(const fd_conv2d_desc *d) { return d->kh * d->kw * d->c; }
 
@@ -222,6 +249,32 @@ int fd_conv2d_forward_f32(const fd_conv2d_desc *d, float *y, const float *x,
     int nt = fd_threads_for(M * K * oc, 1 << 18);
     if (nt > chunks) nt = (int)chunks;
     int status = 0;
+    if (K <= FD_CONV_DIRECT_K) { /* small K (first layers): direct kernel, no packing */
+        const int64_t ocp = (oc + 15) & ~(int64_t)15;
+        float *wp = conv_buffer(1, (size_t)((K + 1) * ocp));
+        if (!wp) {
+            fd_fp_exit(fp);
+            return -1;
+        }
+        float *bp = wp + K * ocp;
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t j = 0; j < ocp; j++) wp[k * ocp + j] = j < oc ? wt[k * oc + j] : 0.0f;
+        for (int64_t j = 0; j < ocp; j++) bp[j] = bias && j < oc ? bias[j] : 0.0f;
+        const fd_conv_direct_fwd_fn f = direct_fwd();
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t q = 0; q < chunks; q++) {
+            unsigned fpt = fd_fp_enter();
+            const int64_t r0 = q * R, rows = min64(R, M - r0);
+            f(d, x, wp, bp, ocp, relu, y, r0, rows);
+            if (mask) /* r0 % 8 == 0: byte aligned */
+                fd_kt->dropout_apply(rows * oc, y + r0 * oc, y + r0 * oc, mask + (r0 * oc) / 8,
+                                     scale);
+            if (chmask) apply_chmask_rows(d, y, r0, rows, chmask, scale);
+            fd_fp_exit(fpt);
+        }
+        fd_fp_exit(fp);
+        return 0;
+    }
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         unsigned fpt = fd_fp_enter();
@@ -287,10 +340,12 @@ int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float
     int nt = fd_threads_for(M * K * oc, 1 << 18);
     if (nt > U) nt = (int)U;
     int status = 0;
+    const int small = !pw && K <= FD_CONV_DIRECT_K; /* dW by the direct kernel */
+    const fd_conv_direct_dw_fn dwf = direct_dw();
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         unsigned fpt = fd_fp_enter();
-        float *work = conv_buffer(0, (size_t)((pw ? 0 : R * K) + (need_dx ? R * K : 0)));
+        float *work = conv_buffer(0, (size_t)((pw || small ? 0 : R * K) + (need_dx ? R * K : 0)) + 16);
         if (!work) {
 #pragma omp atomic write
             status = -1;
@@ -301,7 +356,7 @@ int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float
             const int64_t i0 = N * u / U, i1 = N * (u + 1) / U;
             const int64_t ra = i0 * P, rb = i1 * P;
             float *cols = work;
-            float *dcols = pw ? work : work + R * K;
+            float *dcols = pw || small ? work : work + R * K;
             float *pdw = parts ? parts + u * part : NULL;
             float *pdb = pdw ? pdw + K * oc : NULL;
             if (need_dx) memset(dx + i0 * img_in, 0, (size_t)((i1 - i0) * img_in) * sizeof(float));
@@ -310,7 +365,9 @@ int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float
             for (int64_t r0 = ra; r0 < rb; r0 += R) {
                 const int64_t rows = min64(R, rb - r0);
                 const float *dzc = dz + r0 * oc;
-                if (dwt) {
+                if (dwt && small) {
+                    dwf(d, x, dz, r0, rows, r0 == ra ? 0.0f : 1.0f, pdw);
+                } else if (dwt) {
                     const float *pc = pw ? x + r0 * K : cols;
                     if (!pw) im2col(d, x, r0, rows, cols);
                     fd_sgemm(1, 0, K, oc, rows, 1.0f, pc, K, dzc, oc, r0 == ra ? 0.0f : 1.0f,
