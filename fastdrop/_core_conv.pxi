@@ -15,6 +15,8 @@ cdef extern from "nn/conv.h" nogil:
                                const float *wt, float *dwt, float *db, float *dx)
     void fd_channel_mask_apply_f32(int64_t n, int64_t p, int64_t c, float *out,
                                    const float *x, const uint8_t *chmask, float scale)
+    void fd_conv_act_backward_f32(int64_t n, float *dz, const float *dy, const float *h,
+                                  const uint8_t *mask, float scale, int relu)
     void fd_conv_release_buffers()
     void fd_maxpool2d_forward_f32(const fd_pool2d_desc *d, float *y, int32_t *arg,
                                   const float *x)
@@ -155,6 +157,27 @@ def channel_mask_apply(int64_t n, int64_t p, int64_t c, const float[::1] x,
     _need(chmask.shape[0], (n * c + 7) // 8, "chmask")
     with nogil:
         fd_channel_mask_apply_f32(n, p, c, &out[0], &x[0], &chmask[0], scale)
+
+
+def conv_act_backward(const float[::1] dy, float[::1] dz, const float[::1] h=None,
+                      const uint8_t[::1] mask=None, float scale=1.0, bint relu=False):
+    """dz = (relu ? h > 0 : mask bit) ? dy*scale : 0 (dy*scale without either)."""
+    cdef int64_t n = dy.shape[0]
+    if n == 0:
+        return
+    _need(dz.shape[0], n, "dz")
+    cdef const float *ph = NULL
+    cdef const uint8_t *pm = NULL
+    if relu:
+        if h is None:
+            raise ValueError("relu backward needs h")
+        _need(h.shape[0], n, "h")
+        ph = &h[0]
+    elif mask is not None:
+        _need(mask.shape[0], (n + 7) // 8, "mask")
+        pm = &mask[0]
+    with nogil:
+        fd_conv_act_backward_f32(n, &dz[0], &dy[0], ph, pm, scale, relu)
 
 
 def conv_release_buffers():

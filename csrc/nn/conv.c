@@ -203,17 +203,46 @@ static void col2im(const fd_conv2d_desc *d, float *FD_RESTRICT dx, int64_t r0, i
     }
 }
 
+/* out[j] = keep[j] ? x[j] * scale : 0 (keep[j] all ones or zero bits): branch-free, so
+ * a dropped NaN/inf becomes 0 as in dropout and the loop vectorises. */
+static inline void masked_scale(int64_t n, float *out, const float *x, const uint32_t *keep,
+                                float scale)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const float v = x[j] * scale;
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        u &= keep[j];
+        float r;
+        memcpy(&r, &u, 4);
+        out[j] = r;
+    }
+}
+
+/* keep[j] = all ones if bit (base + j) of bits is set, else 0, j < n */
+static inline void expand_bits(int64_t n, const uint8_t *bits, uint64_t base, uint32_t *keep)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const uint64_t b = base + (uint64_t)j;
+        keep[j] = (uint32_t)0 - (uint32_t)((bits[b >> 3] >> (b & 7)) & 1);
+    }
+}
+
 /* rows [r0, r0+rows) of y (oc wide) *= chmask bit of (img, j) ? scale : 0 */
 static void apply_chmask_rows(const fd_conv2d_desc *d, float *y, int64_t r0, int64_t rows,
                               const uint8_t *chmask, float scale)
 {
     const int64_t P = d->oh * d->ow, oc = d->oc;
-    for (int64_t r = r0; r < r0 + rows; r++) {
-        const int64_t img = r / P;
-        float *row = y + r * oc;
-        for (int64_t j = 0; j < oc; j++) {
-            const uint64_t bit = (uint64_t)(img * oc + j);
-            row[j] = (chmask[bit >> 3] >> (bit & 7)) & 1 ? row[j] * scale : 0.0f;
+    uint32_t keep[256];
+    for (int64_t j0 = 0; j0 < oc; j0 += 256) {
+        const int64_t cw = min64(256, oc - j0);
+        int64_t img = -1;
+        for (int64_t r = r0; r < r0 + rows; r++) {
+            if (r / P != img) {
+                img = r / P;
+                expand_bits(cw, chmask, (uint64_t)(img * oc + j0), keep);
+            }
+            masked_scale(cw, y + r * oc + j0, y + r * oc + j0, keep, scale);
         }
     }
 }
@@ -415,18 +444,37 @@ void fd_channel_mask_apply_f32(int64_t n, int64_t p, int64_t c, float *out, cons
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < n; i++) {
         unsigned fpt = fd_fp_enter();
-        float sc[256];
+        uint32_t keep[256];
         for (int64_t j0 = 0; j0 < c; j0 += 256) {
             const int64_t cw = min64(256, c - j0);
-            for (int64_t j = 0; j < cw; j++) {
-                const uint64_t bit = (uint64_t)(i * c + j0 + j);
-                sc[j] = (chmask[bit >> 3] >> (bit & 7)) & 1 ? scale : 0.0f;
-            }
-            for (int64_t q = 0; q < p; q++) {
-                const float *xs = x + (i * p + q) * c + j0;
-                float *os = out + (i * p + q) * c + j0;
-                for (int64_t j = 0; j < cw; j++) os[j] = sc[j] != 0.0f ? xs[j] * sc[j] : 0.0f;
-            }
+            expand_bits(cw, chmask, (uint64_t)(i * c + j0), keep);
+            for (int64_t q = 0; q < p; q++)
+                masked_scale(cw, out + (i * p + q) * c + j0, x + (i * p + q) * c + j0, keep, scale);
+        }
+        fd_fp_exit(fpt);
+    }
+    fd_fp_exit(fp);
+}
+
+/* ------------------------------------------------------------ act backward */
+void fd_conv_act_backward_f32(int64_t n, float *dz, const float *dy, const float *h,
+                              const uint8_t *mask, float scale, int relu)
+{
+    if (n <= 0) return;
+    unsigned fp = fd_fp_enter();
+    const int64_t B = 1 << 14; /* elements per block (a multiple of 8: whole mask bytes) */
+    const int64_t nb = (n + B - 1) / B;
+    const int nt = fd_threads_for(n, 1 << 16);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t b = 0; b < nb; b++) {
+        unsigned fpt = fd_fp_enter();
+        const int64_t i0 = b * B, i1 = min64(n, i0 + B);
+        if (relu) {
+            fd_kt->relu_dropout_backward(i1 - i0, dz + i0, dy + i0, h + i0, scale);
+        } else if (mask) {
+            fd_kt->dropout_apply(i1 - i0, dz + i0, dy + i0, mask + i0 / 8, scale);
+        } else {
+            for (int64_t i = i0; i < i1; i++) dz[i] = dy[i] * scale;
         }
         fd_fp_exit(fpt);
     }

@@ -49,6 +49,12 @@ int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float
 void fd_channel_mask_apply_f32(int64_t n, int64_t p, int64_t c, float *out, const float *x,
                                const uint8_t *chmask, float scale);
 
+/* dz[i] = (relu ? h[i] > 0 : mask bit i) ? dy[i] * scale : dy-free 0, over n elements
+ * (the backward of the fused relu / dropout epilogue; h is the layer output, after the
+ * mask).  relu = 0 and mask NULL: dz = dy * scale.  dz may alias dy. */
+void fd_conv_act_backward_f32(int64_t n, float *dz, const float *dy, const float *h,
+                              const uint8_t *mask, float scale, int relu);
+
 void fd_conv_release_buffers(void);
 
 /* ------------------------------------------------------------------ pooling */

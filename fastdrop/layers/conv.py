@@ -404,13 +404,11 @@ class ConvStage(Stage):
         dkernel = _grad(conv, "kernel")
         dbias = _grad(conv, "bias") if conv.use_bias else None
         dy = np.ascontiguousarray(dy, np.float32).reshape(m, oh, ow, oc)
-        db_done = False
         if self.relu or self._mask is not None:
             dz = self.buf["dz"][:m]
-            h = self.buf["out"][:m].reshape(-1, oc) if self.relu else None
-            _core.dense_backward_act(dy.reshape(-1, oc), h, self._mask, self._scale,
-                                     self.relu, dz.reshape(-1, oc), dbias)
-            db_done = True
+            h = _flat(self.buf["out"][:m]) if self.relu else None
+            _core.conv_act_backward(_flat(dy), _flat(dz), h, self._mask, self._scale,
+                                    self.relu)
         elif self._chmask is not None:
             dz = self.buf["dz"][:m]
             _core.channel_mask_apply(m, oh * ow, oc, _flat(dy), self._chmask, _flat(dz),
@@ -420,7 +418,7 @@ class ConvStage(Stage):
         dx = self.buf["dx"][:m] if need_dx else None
         _core.conv2d_backward(self._g(m), _flat(dz), _flat(self._x), _flat(conv.kernel),
                               None if dkernel is None else _flat(dkernel),
-                              None if db_done else dbias,
+                              dbias,
                               None if dx is None else _flat(dx))
         return dx
 
