@@ -8,6 +8,25 @@
 #include "nn/conv.h"
 
 static int64_t maxi(int64_t a, int64_t b) { return a > b ? a : b; }
+
+/* best[j], arg[j] = s[j], pix where s[j] > best[j] (ties keep the first): branch-free
+ * bit selects, so the loop vectorises and random data costs no mispredictions. */
+static inline void max_arg_update(int64_t n, float *FD_RESTRICT best, int32_t *FD_RESTRICT arg,
+                                  const float *FD_RESTRICT s, int32_t pix)
+{
+    for (int64_t j = 0; j < n; j++) {
+        const float v = s[j], b = best[j];
+        const uint32_t m = (uint32_t)0 - (uint32_t)(v > b);
+        uint32_t ub, uv;
+        memcpy(&ub, &b, 4);
+        memcpy(&uv, &v, 4);
+        const uint32_t r = ub ^ ((ub ^ uv) & m);
+        float f;
+        memcpy(&f, &r, 4);
+        best[j] = f;
+        arg[j] = (int32_t)((uint32_t)arg[j] ^ (((uint32_t)arg[j] ^ (uint32_t)pix) & m));
+    }
+}
 static int64_t mini(int64_t a, int64_t b) { return a < b ? a : b; }
 
 void fd_maxpool2d_forward_f32(const fd_pool2d_desc *d, float *y, int32_t *arg,
@@ -39,11 +58,7 @@ void fd_maxpool2d_forward_f32(const fd_pool2d_desc *d, float *y, int32_t *arg,
                         const int32_t pix = (int32_t)(iy * d->w + ix);
                         const float *s = xi + pix * C;
                         if (ao) {
-                            for (int64_t j = 0; j < C; j++)
-                                if (s[j] > yo[j]) {
-                                    yo[j] = s[j];
-                                    ao[j] = pix;
-                                }
+                            max_arg_update(C, yo, ao, s, pix);
                         } else {
                             for (int64_t j = 0; j < C; j++) yo[j] = s[j] > yo[j] ? s[j] : yo[j];
                         }
@@ -164,11 +179,7 @@ void fd_global_pool_forward_f32(int64_t n, int64_t p, int64_t c, int max, float 
             if (!max) {
                 for (int64_t j = 0; j < c; j++) yo[j] += s[j];
             } else if (ao) {
-                for (int64_t j = 0; j < c; j++)
-                    if (s[j] > yo[j]) {
-                        yo[j] = s[j];
-                        ao[j] = (int32_t)q;
-                    }
+                max_arg_update(c, yo, ao, s, (int32_t)q);
             } else {
                 for (int64_t j = 0; j < c; j++) yo[j] = s[j] > yo[j] ? s[j] : yo[j];
             }
