@@ -571,3 +571,33 @@ def test_conv_kernel_initializer_fans():
     w = initializers.glorot_uniform((3, 3, 16, 32), rng)
     limit = np.sqrt(6.0 / (9 * 16 + 9 * 32))
     assert np.abs(w).max() <= limit and np.abs(w).max() > 0.9 * limit
+
+
+@pytest.mark.parametrize("isa", _core.isa_supported())
+def test_every_isa_path_matches_reference(isa):
+    """The small-K direct kernels and the GEMM path on each ISA the CPU runs."""
+    rng = np.random.default_rng(12)
+    old = _core.isa()
+    try:
+        _core.set_isa(isa)
+        for (n, h, w, c, k, f, s, pad, d) in [(3, 9, 8, 1, 3, 37, 1, "same", 1),
+                                              (2, 8, 9, 3, 3, 5, 2, "valid", 1),
+                                              (2, 7, 7, 2, 3, 16, 1, "same", 2),
+                                              (2, 7, 6, 8, 3, 20, 1, "same", 1)]:
+            conv = Conv2D(f, k, strides=s, padding=pad, dilation_rate=d, activation="relu",
+                          bias_initializer="glorot_uniform")
+            build([conv], (h, w, c), rng)
+            plan = stages_for([conv], (h, w, c), n)
+            x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+            ctx = Context(TRAIN, n)
+            y = forward(plan, ctx, x)
+            z = R.conv2d(x, conv.kernel, conv.bias, conv.strides, pad, conv.dilation_rate)
+            assert rel(y, np.maximum(z, 0)) < 1e-5, (isa, n, h, w, c, k, f)
+            dy = rng.standard_normal(y.shape).astype(np.float32)
+            dx = backward(plan, ctx, dy)
+            dxr, dwr, dbr = R.conv2d_backward(x, conv.kernel, np.where(z > 0, dy, 0),
+                                              conv.strides, pad, conv.dilation_rate)
+            assert rel(dx, dxr) < 1e-5 and rel(conv.dkernel, dwr) < 1e-5
+            assert rel(conv.dbias, dbr) < 1e-5
+    finally:
+        _core.set_isa(old)
