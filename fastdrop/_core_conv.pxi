@@ -13,6 +13,11 @@ cdef extern from "nn/conv.h" nogil:
                               const uint8_t *mask, const uint8_t *chmask, float scale)
     int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float *x,
                                const float *wt, float *dwt, float *db, float *dx)
+    int fd_conv2d_backward_act_f32(const fd_conv2d_desc *d, float *dz, const float *dy,
+                                   const float *h, const uint8_t *mask,
+                                   const uint8_t *chmask, float scale, int relu,
+                                   const float *x, const float *wt, float *dwt, float *db,
+                                   float *dx)
     void fd_channel_mask_apply_f32(int64_t n, int64_t p, int64_t c, float *out,
                                    const float *x, const uint8_t *chmask, float scale)
     void fd_conv_act_backward_f32(int64_t n, float *dz, const float *dy, const float *h,
@@ -143,6 +148,61 @@ def conv2d_backward(tuple geom, const float[::1] dz, const float[::1] x, const f
     cdef int st
     with nogil:
         st = fd_conv2d_backward_f32(&d, &dz[0], &x[0], &w[0], pdw, pdb, pdx)
+    if st != 0:
+        raise MemoryError("conv2d_backward: out of memory")
+
+
+def conv2d_backward_act(tuple geom, const float[::1] dy, float[::1] dz, const float[::1] x,
+                        const float[::1] w, const float[::1] h=None,
+                        const uint8_t[::1] mask=None, const uint8_t[::1] chmask=None,
+                        float scale=1.0, bint relu=False, float[::1] dw=None,
+                        float[::1] db=None, float[::1] dx=None):
+    """conv2d_backward from dy at the output of the fused epilogue (relu via h > 0, or
+    mask / chmask bits, times scale); dz is workspace (receives the pre-activation grad)."""
+    cdef fd_conv2d_desc d
+    _conv_desc(geom, &d)
+    cdef int64_t M = d.n * d.oh * d.ow, K = d.kh * d.kw * d.c
+    _need(dy.shape[0], M * d.oc, "dy")
+    _need(dz.shape[0], M * d.oc, "dz")
+    _need(x.shape[0], d.n * d.h * d.w * d.c, "x")
+    _need(w.shape[0], K * d.oc, "w")
+    cdef const float *ph = NULL
+    cdef const uint8_t *pm = NULL
+    cdef const uint8_t *pcm = NULL
+    cdef float *pdw = NULL
+    cdef float *pdb = NULL
+    cdef float *pdx = NULL
+    if relu:
+        if h is None:
+            raise ValueError("relu backward needs h")
+        _need(h.shape[0], M * d.oc, "h")
+        ph = &h[0]
+    else:
+        if mask is not None:
+            _need(mask.shape[0], (M * d.oc + 7) // 8, "mask")
+            pm = &mask[0]
+        if chmask is not None:
+            _need(chmask.shape[0], (d.n * d.oc + 7) // 8, "chmask")
+            pcm = &chmask[0]
+    if dw is not None:
+        _need(dw.shape[0], K * d.oc, "dw")
+        pdw = &dw[0]
+    if db is not None:
+        _need(db.shape[0], d.oc, "db")
+        pdb = &db[0]
+    if dx is not None:
+        _need(dx.shape[0], d.n * d.h * d.w * d.c, "dx")
+        pdx = &dx[0]
+    if d.n == 0:
+        if dw is not None:
+            dw[:] = 0
+        if db is not None:
+            db[:] = 0
+        return
+    cdef int st
+    with nogil:
+        st = fd_conv2d_backward_act_f32(&d, &dz[0], &dy[0], ph, pm, pcm, scale, relu, &x[0],
+                                        &w[0], pdw, pdb, pdx)
     if st != 0:
         raise MemoryError("conv2d_backward: out of memory")
 

@@ -24,6 +24,7 @@
 #include "nn/conv_direct.h"
 
 #define FD_CONV_CHUNK_FLOATS 49152 /* patch floats per chunk (192 KiB: L2-resident)  */
+#define FD_CONV_CHUNK_OUT 32768   /* output floats per chunk (128 KiB)              */
 #define FD_CONV_UNITS 16           /* backward units (partial dW sums) at most        */
 
 /* ------------------------------------------------------------ workspace */
@@ -112,6 +113,9 @@ static int is_pointwise(const fd_conv2d_desc *d)
 static int64_t chunk_rows(const fd_conv2d_desc *d)
 {
     int64_t r = FD_CONV_CHUNK_FLOATS / conv_k(d);
+    /* and about FD_CONV_CHUNK_OUT floats of output / dz: the backward's dy, h and dz of a
+     * chunk stay in L2 between the epilogue's backward and the GEMMs */
+    if (r > FD_CONV_CHUNK_OUT / d->oc) r = FD_CONV_CHUNK_OUT / d->oc;
     r &= ~(int64_t)7;
     return r < 8 ? 8 : r;
 }
@@ -330,8 +334,46 @@ int fd_conv2d_forward_f32(const fd_conv2d_desc *d, float *y, const float *x,
 }
 
 /* ------------------------------------------------------------ backward */
-int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float *x,
-                           const float *wt, float *dwt, float *db, float *dx)
+/* The backward of the fused epilogue (relu / mask / channel mask) on dz rows [r0, r0+rows). */
+typedef struct {
+    float *dz;
+    const float *dy, *h;
+    const uint8_t *mask, *chmask;
+    float scale;
+    int relu;
+} fd_conv_act;
+
+static void act_rows(const fd_conv2d_desc *d, const fd_conv_act *A, int64_t r0, int64_t rows)
+{
+    const int64_t oc = d->oc, n = rows * oc, P = d->oh * d->ow;
+    float *dz = A->dz + r0 * oc;
+    const float *dy = A->dy + r0 * oc;
+    if (A->relu) { /* h > 0 iff kept and z > 0 */
+        fd_kt->relu_dropout_backward(n, dz, dy, A->h + r0 * oc, A->scale);
+        return;
+    }
+    if (A->mask && ((uint64_t)(r0 * oc) & 7) == 0) {
+        fd_kt->dropout_apply(n, dz, dy, A->mask + (r0 * oc) / 8, A->scale);
+        return;
+    }
+    if (A->mask || A->chmask) {
+        uint32_t keep[256];
+        for (int64_t r = r0; r < r0 + rows; r++)
+            for (int64_t j0 = 0; j0 < oc; j0 += 256) {
+                const int64_t cw = min64(256, oc - j0);
+                if (A->mask)
+                    expand_bits(cw, A->mask, (uint64_t)(r * oc + j0), keep);
+                else
+                    expand_bits(cw, A->chmask, (uint64_t)((r / P) * oc + j0), keep);
+                masked_scale(cw, A->dz + r * oc + j0, A->dy + r * oc + j0, keep, A->scale);
+            }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) dz[i] = dy[i] * A->scale;
+}
+
+static int conv_backward(const fd_conv2d_desc *d, const float *dz, const fd_conv_act *act,
+                         const float *x, const float *wt, float *dwt, float *db, float *dx)
 {
     const int64_t N = d->n, P = d->oh * d->ow, K = conv_k(d), oc = d->oc;
     const int64_t M = N * P;
@@ -347,6 +389,18 @@ int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float
         return 0;
     }
     const int pw = is_pointwise(d);
+    if (act) { /* the whole dz first, in parallel (measured faster than chunk by chunk
+                * inside the units: 1.6 vs 1.85 ms on the seed-003 conv backward) */
+        const int nt0 = fd_threads_for(M * oc, 1 << 16);
+        const int64_t nb = (M + 255) / 256;
+#pragma omp parallel for num_threads(nt0) schedule(static) if (nt0 > 1)
+        for (int64_t b = 0; b < nb; b++) {
+            unsigned fpt = fd_fp_enter();
+            act_rows(d, act, b * 256, min64(256, M - b * 256));
+            fd_fp_exit(fpt);
+        }
+        act = NULL;
+    }
     if (pw && dx) /* dx = dz·wtᵀ as one GEMM */
         fd_sgemm(0, 1, M, K, oc, 1.0f, dz, oc, wt, oc, 0.0f, dx, K, NULL);
     const int need_dx = dx && !pw;
@@ -432,6 +486,21 @@ int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float
     }
     fd_fp_exit(fp);
     return status;
+}
+
+int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float *x,
+                           const float *wt, float *dwt, float *db, float *dx)
+{
+    return conv_backward(d, dz, NULL, x, wt, dwt, db, dx);
+}
+
+int fd_conv2d_backward_act_f32(const fd_conv2d_desc *d, float *dz, const float *dy,
+                               const float *h, const uint8_t *mask, const uint8_t *chmask,
+                               float scale, int relu, const float *x, const float *wt,
+                               float *dwt, float *db, float *dx)
+{
+    const fd_conv_act A = {dz, dy, h, mask, chmask, scale, relu};
+    return conv_backward(d, dz, &A, x, wt, dwt, db, dx);
 }
 
 /* ------------------------------------------------------------ channel mask */

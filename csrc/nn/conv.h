@@ -44,6 +44,14 @@ int fd_conv2d_forward_f32(const fd_conv2d_desc *d, float *y, const float *x,
 int fd_conv2d_backward_f32(const fd_conv2d_desc *d, const float *dz, const float *x,
                            const float *wt, float *dwt, float *db, float *dx);
 
+/* The same, from dy at the layer output through the fused epilogue: dz (n*oh*ow × oc,
+ * workspace, may alias dy) = (relu ? h > 0 : mask bit | chmask bit) ? dy * scale : 0
+ * (h: the layer output, after any mask; neither relu nor a mask: dz = dy * scale). */
+int fd_conv2d_backward_act_f32(const fd_conv2d_desc *d, float *dz, const float *dy,
+                               const float *h, const uint8_t *mask, const uint8_t *chmask,
+                               float scale, int relu, const float *x, const float *wt,
+                               float *dwt, float *db, float *dx);
+
 /* out[i, p, j] = bit (i*c + j) of chmask ? x[i, p, j] * scale : 0 for n images of
  * p pixels × c channels (SpatialDropout2D forward and backward).  out may alias x. */
 void fd_channel_mask_apply_f32(int64_t n, int64_t p, int64_t c, float *out, const float *x,

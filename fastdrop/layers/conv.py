@@ -404,22 +404,18 @@ class ConvStage(Stage):
         dkernel = _grad(conv, "kernel")
         dbias = _grad(conv, "bias") if conv.use_bias else None
         dy = np.ascontiguousarray(dy, np.float32).reshape(m, oh, ow, oc)
-        if self.relu or self._mask is not None:
-            dz = self.buf["dz"][:m]
-            h = _flat(self.buf["out"][:m]) if self.relu else None
-            _core.conv_act_backward(_flat(dy), _flat(dz), h, self._mask, self._scale,
-                                    self.relu)
-        elif self._chmask is not None:
-            dz = self.buf["dz"][:m]
-            _core.channel_mask_apply(m, oh * ow, oc, _flat(dy), self._chmask, _flat(dz),
-                                     self._scale)
-        else:
-            dz = dy
         dx = self.buf["dx"][:m] if need_dx else None
-        _core.conv2d_backward(self._g(m), _flat(dz), _flat(self._x), _flat(conv.kernel),
-                              None if dkernel is None else _flat(dkernel),
-                              dbias,
-                              None if dx is None else _flat(dx))
+        dk = None if dkernel is None else _flat(dkernel)
+        dxf = None if dx is None else _flat(dx)
+        if self.relu or self._mask is not None or self._chmask is not None:
+            # the epilogue's backward runs chunk by chunk inside the conv backward
+            h = _flat(self.buf["out"][:m]) if self.relu else None
+            _core.conv2d_backward_act(self._g(m), _flat(dy), _flat(self.buf["dz"][:m]),
+                                      _flat(self._x), _flat(conv.kernel), h, self._mask,
+                                      self._chmask, self._scale, self.relu, dk, dbias, dxf)
+        else:
+            _core.conv2d_backward(self._g(m), _flat(dy), _flat(self._x), _flat(conv.kernel),
+                                  dk, dbias, dxf)
         return dx
 
 
