@@ -601,3 +601,34 @@ def test_every_isa_path_matches_reference(isa):
             assert rel(conv.dbias, dbr) < 1e-5
     finally:
         _core.set_isa(old)
+
+
+@pytest.mark.parametrize("isa", _core.isa_supported())
+@pytest.mark.parametrize("pad", ["valid", "same"])
+def test_first_layer_backward_without_dx(isa, pad):
+    """ReLU (+dropout) conv, small K, no dx: the relu backward is folded into the direct
+    dW kernel (dz never written); dW and db against the reference."""
+    rng = np.random.default_rng(13)
+    n, shape, rate = 11, (28, 27, 1), 0.25
+    old = _core.isa()
+    try:
+        _core.set_isa(isa)
+        layers = [Conv2D(37, 3, padding=pad, activation="relu",
+                         bias_initializer="glorot_uniform"), Dropout(rate, seed=1)]
+        build(layers, shape, rng)
+        conv, drop = layers
+        plan = stages_for(layers, shape, n)
+        x = rng.standard_normal((n,) + shape).astype(np.float32)
+        ctx = Context(TRAIN, n, step=1, seed=3)
+        y = forward(plan, ctx, x)
+        per = int(np.prod(y.shape[1:]))
+        keep = keep_bits(ctx.mask(np.zeros(n * per, np.uint8), rate, per, drop.noise_index,
+                                  drop.seed), n * per).reshape(y.shape)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        assert plan[0].backward(ctx, dy, False) is None
+        z = R.conv2d(x, conv.kernel, conv.bias, padding=pad)
+        dz = np.where(keep & (z > 0), dy * np.float32(1 / (1 - rate)), 0)
+        _, dwr, dbr = R.conv2d_backward(x, conv.kernel, dz, padding=pad)
+        assert rel(conv.dkernel, dwr) < 1e-5 and rel(conv.dbias, dbr) < 1e-5
+    finally:
+        _core.set_isa(old)

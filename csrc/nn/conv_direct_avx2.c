@@ -18,5 +18,8 @@ static inline __m256i fd_lane_mask(int64_t n)
 }
 #define VLOADN(p, n) _mm256_maskload_ps((p), fd_lane_mask(n))
 #define VSTOREN(p, v, n) _mm256_maskstore_ps((p), fd_lane_mask(n), (v))
+#define VPOS(h, v) _mm256_and_ps(_mm256_cmp_ps((h), _mm256_setzero_ps(), _CMP_GT_OQ), (v))
+#define VADD(a, b) _mm256_add_ps((a), (b))
+#define VMUL(a, b) _mm256_mul_ps((a), (b))
 #include "nn/conv_direct_impl.h"
 #endif

@@ -15,5 +15,8 @@ typedef __m512 vf;
 #define VMASK(n) ((__mmask16)((1u << (n)) - 1u))
 #define VLOADN(p, n) _mm512_maskz_loadu_ps(VMASK(n), (p))
 #define VSTOREN(p, v, n) _mm512_mask_storeu_ps((p), VMASK(n), (v))
+#define VPOS(h, v) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((h), _mm512_setzero_ps(), _CMP_GT_OQ), (v))
+#define VADD(a, b) _mm512_add_ps((a), (b))
+#define VMUL(a, b) _mm512_mul_ps((a), (b))
 #include "nn/conv_direct_impl.h"
 #endif

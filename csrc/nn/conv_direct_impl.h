@@ -2,7 +2,8 @@
  * once on a vector abstraction and compiled per ISA.  The including file defines:
  *   FD_SFX(name)  name##_<isa>;  VL  lanes;  vf  vector type;
  *   VZERO() VSET1(s) VLOADU(p) VSTOREU(p, v) VFMA(a, b, c)=a*b+c  VMAX0(v)
- *   VLOADN(p, n) / VSTOREN(p, v, n)  first n lanes (0 < n < VL) */
+ *   VLOADN(p, n) / VSTOREN(p, v, n)  first n lanes (0 < n < VL)
+ *   VPOS(h, v)  v where h > 0, else 0  VADD(a, b)  VMUL(a, b) */
 #include <string.h>
 
 #include "nn/conv_direct.h"
@@ -154,10 +155,14 @@ void FD_SFX(fd_conv_direct_fwd)(const fd_conv2d_desc *d, const float *x, const f
 
 /* one register block of nb taps (compile-time; taps past kb read tap k0's value and are
  * not stored) */
+/* one register block of nb taps (compile-time; taps past kb read tap k0's value and are
+ * not stored).  h != NULL: the gradient row is dz = h > 0 ? dz*scale : 0 (relu backward
+ * folded in: dz is dy).  dbp != NULL: column sums of the gradient rows added too. */
 static inline __attribute__((always_inline)) void
-dw_block(const int nb, const fd_conv2d_desc *d, const float *x, const float *dz, int64_t r0,
-         int64_t rows, float beta, float *dwp, int64_t ob, int64_t n0, int64_t n1, int64_t k0,
-         int kb, const int64_t *off, const int64_t *ident)
+dw_block(const int nb, const fd_conv2d_desc *d, const float *x, const float *dz,
+         const float *h, float scale, int64_t r0, int64_t rows, float beta, float *dwp,
+         float *dbp, int64_t ob, int64_t n0, int64_t n1, int64_t k0, int kb,
+         const int64_t *off, const int64_t *ident)
 {
     const int64_t oc = d->oc;
     int64_t o_in[KB], o_pk[KB];
@@ -171,22 +176,41 @@ dw_block(const int nb, const fd_conv2d_desc *d, const float *x, const float *dz,
         acc0[t] = VZERO();
         acc1[t] = VZERO();
     }
-    if (beta != 0.0f)
+    vf sb0 = VZERO(), sb1 = VZERO();
+    if (beta != 0.0f) {
         for (int t = 0; t < kb; t++) {
             const float *dr = dwp + (k0 + t) * oc + ob;
             acc0[t] = n0 == VL ? VLOADU(dr) : VLOADN(dr, n0);
             acc1[t] = n1 == VL ? VLOADU(dr + VL) : (n1 > 0 ? VLOADN(dr + VL, n1) : VZERO());
         }
+        if (dbp) {
+            sb0 = n0 == VL ? VLOADU(dbp + ob) : VLOADN(dbp + ob, n0);
+            sb1 = n1 == VL ? VLOADU(dbp + ob + VL) : (n1 > 0 ? VLOADN(dbp + ob + VL, n1) : VZERO());
+        }
+    }
+    const vf vs = VSET1(scale);
     float pk[FD_CONV_DIRECT_K];
     fd_pix q = pix_of(d, r0);
     const float *zr = dz + r0 * oc + ob;
+    const float *hr = h ? h + r0 * oc + ob : NULL;
     for (int64_t r = 0; r < rows; r++, zr += oc) {
         const float *s = window(d, x, q, pk);
         const int64_t *o = s ? o_in : o_pk;
         if (!s) s = pk;
         pix_next(d, &q);
-        const vf z0 = n0 == VL ? VLOADU(zr) : VLOADN(zr, n0);
-        const vf z1 = n1 == VL ? VLOADU(zr + VL) : (n1 > 0 ? VLOADN(zr + VL, n1) : VZERO());
+        vf z0 = n0 == VL ? VLOADU(zr) : VLOADN(zr, n0);
+        vf z1 = n1 == VL ? VLOADU(zr + VL) : (n1 > 0 ? VLOADN(zr + VL, n1) : VZERO());
+        if (hr) {
+            const vf h0 = n0 == VL ? VLOADU(hr) : VLOADN(hr, n0);
+            const vf h1 = n1 == VL ? VLOADU(hr + VL) : (n1 > 0 ? VLOADN(hr + VL, n1) : VZERO());
+            z0 = VPOS(h0, VMUL(z0, vs));
+            z1 = VPOS(h1, VMUL(z1, vs));
+            hr += oc;
+        }
+        if (dbp) {
+            sb0 = VADD(sb0, z0);
+            sb1 = VADD(sb1, z1);
+        }
 #pragma GCC unroll 12
         for (int t = 0; t < nb; t++) {
             const vf a = VSET1(s[o[t]]);
@@ -199,10 +223,15 @@ dw_block(const int nb, const fd_conv2d_desc *d, const float *x, const float *dz,
         if (n0 == VL) VSTOREU(dr, acc0[t]); else VSTOREN(dr, acc0[t], n0);
         if (n1 == VL) VSTOREU(dr + VL, acc1[t]); else if (n1 > 0) VSTOREN(dr + VL, acc1[t], n1);
     }
+    if (dbp) {
+        if (n0 == VL) VSTOREU(dbp + ob, sb0); else VSTOREN(dbp + ob, sb0, n0);
+        if (n1 == VL) VSTOREU(dbp + ob + VL, sb1); else if (n1 > 0) VSTOREN(dbp + ob + VL, sb1, n1);
+    }
 }
 
 void FD_SFX(fd_conv_direct_dw)(const fd_conv2d_desc *d, const float *x, const float *dz,
-                               int64_t r0, int64_t rows, float beta, float *dwp)
+                               const float *h, float scale, int64_t r0, int64_t rows,
+                               float beta, float *dwp, float *dbp)
 {
     const int64_t K = d->kh * d->kw * d->c, oc = d->oc;
     int64_t off[FD_CONV_DIRECT_K], ident[FD_CONV_DIRECT_K];
@@ -213,11 +242,12 @@ void FD_SFX(fd_conv_direct_dw)(const fd_conv2d_desc *d, const float *x, const fl
         const int64_t n1 = oc - ob - VL <= 0 ? 0 : (oc - ob - VL < VL ? oc - ob - VL : VL);
         for (int64_t k0 = 0; k0 < K; k0 += KB) {
             const int kb = (int)(K - k0 < KB ? K - k0 : KB);
+            float *db = k0 == 0 ? dbp : NULL; /* column sums once per column block */
             switch ((kb + 2) / 3) {
-            case 1: dw_block(3, d, x, dz, r0, rows, beta, dwp, ob, n0, n1, k0, kb, off, ident); break;
-            case 2: dw_block(6, d, x, dz, r0, rows, beta, dwp, ob, n0, n1, k0, kb, off, ident); break;
-            case 3: dw_block(9, d, x, dz, r0, rows, beta, dwp, ob, n0, n1, k0, kb, off, ident); break;
-            default: dw_block(12, d, x, dz, r0, rows, beta, dwp, ob, n0, n1, k0, kb, off, ident); break;
+            case 1: dw_block(3, d, x, dz, h, scale, r0, rows, beta, dwp, db, ob, n0, n1, k0, kb, off, ident); break;
+            case 2: dw_block(6, d, x, dz, h, scale, r0, rows, beta, dwp, db, ob, n0, n1, k0, kb, off, ident); break;
+            case 3: dw_block(9, d, x, dz, h, scale, r0, rows, beta, dwp, db, ob, n0, n1, k0, kb, off, ident); break;
+            default: dw_block(12, d, x, dz, h, scale, r0, rows, beta, dwp, db, ob, n0, n1, k0, kb, off, ident); break;
             }
         }
     }

@@ -29,6 +29,25 @@ static inline fd_v4f v4_max0(fd_v4f a)
     return a;
 }
 
+static inline fd_v4f v4_pos(fd_v4f h, fd_v4f v)
+{
+    for (int i = 0; i < 4; i++) v.v[i] = h.v[i] > 0.0f ? v.v[i] : 0.0f;
+    return v;
+}
+static inline fd_v4f v4_add(fd_v4f a, fd_v4f b)
+{
+    for (int i = 0; i < 4; i++) a.v[i] += b.v[i];
+    return a;
+}
+static inline fd_v4f v4_mul(fd_v4f a, fd_v4f b)
+{
+    for (int i = 0; i < 4; i++) a.v[i] *= b.v[i];
+    return a;
+}
+#define VPOS(h, v) v4_pos((h), (v))
+#define VADD(a, b) v4_add((a), (b))
+#define VMUL(a, b) v4_mul((a), (b))
+
 #define FD_SFX(name) name##_ref
 #define VL 4
 typedef fd_v4f vf;
