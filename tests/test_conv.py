@@ -543,8 +543,11 @@ def test_bad_arguments():
 
 
 def test_config_round_trip_and_shapes():
+    from fastdrop.constraints import MaxNorm
+    from fastdrop.regularizers import l2
     c = Conv2D(32, (3, 5), strides=(2, 1), padding="same", activation="relu",
-               use_bias=False, kernel_initializer="he_normal", input_shape=(28, 28, 1))
+               use_bias=False, kernel_initializer="he_normal", input_shape=(28, 28, 1),
+               kernel_regularizer=l2(1e-4), kernel_constraint=MaxNorm(3))
     c2 = Conv2D(**c.get_config())
     assert c2.get_config() == c.get_config()
     assert c.build((28, 28, 1)) == (14, 28, 32)

@@ -75,7 +75,8 @@ def _image_shape(layer, input_shape):
 
 
 def _init_name(init):
-    return _initializers.name_of(init) if hasattr(_initializers, "name_of") else init
+    name = _initializers.name_of(init)
+    return name if name is not None else init
 
 
 def _noise_index(layer):
@@ -111,8 +112,6 @@ class Conv2D(Layer):
         from .. import regularizers as _regularizers
         self.kernel_regularizer = _regularizers.get(kernel_regularizer)
         self.kernel_constraint = _constraints.get(kernel_constraint)
-        self._kernel_regularizer_arg = kernel_regularizer
-        self._kernel_constraint_arg = kernel_constraint
 
     def geometry(self, input_shape, n=0):
         """(n, h, w, c, kh, kw, sh, sw, dh, dw, pt, pl, oh, ow, oc) for the C kernels."""
@@ -146,8 +145,10 @@ class Conv2D(Layer):
                    use_bias=self.use_bias,
                    kernel_initializer=_init_name(self.kernel_initializer),
                    bias_initializer=_init_name(self.bias_initializer),
-                   kernel_regularizer=self._kernel_regularizer_arg,
-                   kernel_constraint=self._kernel_constraint_arg)
+                   kernel_regularizer=None if self.kernel_regularizer is None
+                   else self.kernel_regularizer.get_config(),
+                   kernel_constraint=None if self.kernel_constraint is None
+                   else self.kernel_constraint.get_config())
         return cfg
 
     def make_stage(self):
