@@ -628,7 +628,17 @@ def test_first_layer_backward_without_dx(isa, pad):
         keep = keep_bits(ctx.mask(np.zeros(n * per, np.uint8), rate, per, drop.noise_index,
                                   drop.seed), n * per).reshape(y.shape)
         dy = rng.standard_normal(y.shape).astype(np.float32)
-        assert plan[0].backward(ctx, dy, False) is None
+        grads = []
+        nt0 = _core.get_num_threads()
+        for nt in (1, 2):
+            _core.set_num_threads(nt)
+            try:
+                assert plan[0].backward(ctx, dy, False) is None
+            finally:
+                _core.set_num_threads(nt0)
+            grads.append((conv.dkernel.copy(), conv.dbias.copy()))
+        np.testing.assert_array_equal(grads[0][0], grads[1][0])   # bitwise, 1 vs 2 threads
+        np.testing.assert_array_equal(grads[0][1], grads[1][1])
         z = R.conv2d(x, conv.kernel, conv.bias, padding=pad)
         dz = np.where(keep & (z > 0), dy * np.float32(1 / (1 - rate)), 0)
         _, dwr, dbr = R.conv2d_backward(x, conv.kernel, dz, padding=pad)
