@@ -71,6 +71,8 @@ cdef int _pool_desc(tuple g, fd_pool2d_desc *d) except -1:
     if (d.n < 0 or d.h <= 0 or d.w <= 0 or d.c <= 0 or d.ph <= 0 or d.pw <= 0 or d.sh <= 0
             or d.sw <= 0 or d.pt < 0 or d.pl < 0 or d.oh <= 0 or d.ow <= 0):
         raise ValueError(f"bad pool geometry {g}")
+    if d.h * d.w >= 2 ** 31:
+        raise ValueError("images of 2**31 pixels or more are not supported (int32 argmax)")
     # every window must hold at least one input cell (memory safety of max pooling)
     if (d.pt >= d.ph or d.pl >= d.pw or (d.oh - 1) * d.sh - d.pt >= d.h
             or (d.ow - 1) * d.sw - d.pl >= d.w):
@@ -286,8 +288,8 @@ def global_pool_forward(int64_t n, int64_t p, int64_t c, bint is_max, const floa
                         float[::1] y, int32_t[::1] arg=None):
     if n <= 0:
         return
-    if p <= 0 or c <= 0:
-        raise ValueError("global pool needs p, c > 0")
+    if p <= 0 or c <= 0 or p >= 2 ** 31:
+        raise ValueError("global pool needs 0 < p < 2**31, c > 0")
     _need(x.shape[0], n * p * c, "x")
     _need(y.shape[0], n * c, "y")
     cdef int32_t *pa = NULL
