@@ -645,3 +645,22 @@ def test_first_layer_backward_without_dx(isa, pad):
         assert rel(conv.dkernel, dwr) < 1e-5 and rel(conv.dbias, dbr) < 1e-5
     finally:
         _core.set_isa(old)
+
+
+def test_mc_dropout_bn_network_independent_of_other_samples():
+    """MC mode: BN uses the moving statistics and masks are keyed by the global sample
+    index, so a sample's output does not depend on the other samples in the call."""
+    rng = np.random.default_rng(14)
+    shape = (9, 8, 2)
+    layers = [Conv2D(6, 3, activation="relu"), SpatialDropout2D(0.3),
+              BatchNormalization(), MaxPooling2D(), Conv2D(4, 1), Dropout(0.4)]
+    build(layers, shape, rng)
+    bn = layers[2]
+    bn.moving_mean[...] = rng.standard_normal(6)
+    bn.moving_variance[...] = rng.uniform(0.5, 2, 6)
+    x = rng.standard_normal((6,) + shape).astype(np.float32)
+    plan = stages_for(layers, shape, 6)
+    full = forward(plan, Context(MC, 6, seed=5, offset=0), x).copy()
+    part = forward(plan, Context(MC, 3, seed=5, offset=3), x[3:]).copy()
+    np.testing.assert_array_equal(full[3:], part)
+    assert not np.array_equal(full, forward(plan, Context(INFER, 6), x))
