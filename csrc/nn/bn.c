@@ -22,6 +22,7 @@ static void block_sums(int kind, int64_t m, int64_t c, const float *x, const flo
 {
     const int64_t nb = (m + FD_BN_ROWS - 1) / FD_BN_ROWS;
     const int nt = fd_threads_for(m * c, 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t b = 0; b < nb; b++) {
         unsigned fpt = fd_fp_enter();
@@ -65,6 +66,7 @@ static void affine_rows(int64_t m, int64_t c, float *y, const float *x, const fl
                         const float *s)
 {
     const int nt = fd_threads_for(m * c, 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t b = 0; b < (m + 63) / 64; b++) {
         unsigned fpt = fd_fp_enter();
@@ -185,6 +187,7 @@ int fd_batchnorm_backward_f32(int64_t m, int64_t c, float *dx, float *dgamma, fl
         for (int64_t j = 0; j < c; j++) coef[j] = (gamma ? gamma[j] : 1.0f) * invstd[j];
         const float invm = (float)(1.0 / (double)m);
         const int nt = fd_threads_for(m * c, 1 << 15);
+        (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t b = 0; b < (m + 63) / 64; b++) {
             unsigned fpt = fd_fp_enter();

@@ -266,6 +266,7 @@ int fd_conv2d_forward_f32(const fd_conv2d_desc *d, float *y, const float *x,
         fd_sgemm(0, 0, M, oc, K, 1.0f, x, K, wt, oc, 0.0f, y, oc, pep);
         if (chmask) {
             const int nt = fd_threads_for(M * oc, 1 << 15);
+            (void)nt; /* unused without OpenMP */
             const int64_t nimg = d->n;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
             for (int64_t i = 0; i < nimg; i++) {
@@ -395,6 +396,7 @@ static int conv_backward(const fd_conv2d_desc *d, const float *dz, const fd_conv
     if (act && !fold) { /* the whole dz first, in parallel (measured faster than chunk by chunk
                 * inside the units: 1.6 vs 1.85 ms on the seed-003 conv backward) */
         const int nt0 = fd_threads_for(M * oc, 1 << 16);
+        (void)nt0; /* unused without OpenMP */
         const int64_t nb = (M + 255) / 256;
 #pragma omp parallel for num_threads(nt0) schedule(static) if (nt0 > 1)
         for (int64_t b = 0; b < nb; b++) {
@@ -478,6 +480,7 @@ static int conv_backward(const fd_conv2d_desc *d, const float *dz, const fd_conv
     if (status == 0 && parts) { /* dW, db = Σ_u partials in unit order */
         const int64_t tot = K * oc;
         const int nt2 = fd_threads_for(tot * U, 1 << 16);
+        (void)nt2; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt2) schedule(static) if (nt2 > 1)
         for (int64_t e0 = 0; e0 < part; e0 += 256) {
             const int64_t e1 = min64(part, e0 + 256);
@@ -518,6 +521,7 @@ void fd_channel_mask_apply_f32(int64_t n, int64_t p, int64_t c, float *out, cons
     if (n <= 0 || p <= 0 || c <= 0) return;
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(n * p * c, 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < n; i++) {
         unsigned fpt = fd_fp_enter();
@@ -542,6 +546,7 @@ void fd_conv_act_backward_f32(int64_t n, float *dz, const float *dy, const float
     const int64_t B = 1 << 14; /* elements per block (a multiple of 8: whole mask bytes) */
     const int64_t nb = (n + B - 1) / B;
     const int nt = fd_threads_for(n, 1 << 16);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t b = 0; b < nb; b++) {
         unsigned fpt = fd_fp_enter();

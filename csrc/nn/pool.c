@@ -36,6 +36,7 @@ void fd_maxpool2d_forward_f32(const fd_pool2d_desc *d, float *y, int32_t *arg,
     if (d->n <= 0 || img_out <= 0) return;
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(d->n * img_out * d->ph * d->pw, 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < d->n; i++) {
         unsigned fpt = fd_fp_enter();
@@ -77,6 +78,7 @@ void fd_maxpool2d_backward_f32(const fd_pool2d_desc *d, float *dx, const float *
     if (d->n <= 0) return;
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(d->n * (img_in + img_out), 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < d->n; i++) {
         unsigned fpt = fd_fp_enter();
@@ -102,6 +104,7 @@ void fd_avgpool2d_forward_f32(const fd_pool2d_desc *d, float *y, const float *x)
     if (d->n <= 0 || img_out <= 0) return;
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(d->n * img_out * d->ph * d->pw, 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < d->n; i++) {
         unsigned fpt = fd_fp_enter();
@@ -134,6 +137,7 @@ void fd_avgpool2d_backward_f32(const fd_pool2d_desc *d, float *dx, const float *
     if (d->n <= 0) return;
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(d->n * (img_in + img_out * d->ph * d->pw), 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < d->n; i++) {
         unsigned fpt = fd_fp_enter();
@@ -165,6 +169,7 @@ void fd_global_pool_forward_f32(int64_t n, int64_t p, int64_t c, int max, float 
     if (n <= 0 || p <= 0 || c <= 0) return;
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(n * p * c, 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < n; i++) {
         unsigned fpt = fd_fp_enter();
@@ -199,6 +204,7 @@ void fd_global_pool_backward_f32(int64_t n, int64_t p, int64_t c, int max, float
     if (n <= 0 || p <= 0 || c <= 0) return;
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(n * p * c, 1 << 15);
+    (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < n; i++) {
         unsigned fpt = fd_fp_enter();
