@@ -7,6 +7,9 @@ import numpy as np
 def _fans(shape):
     if len(shape) == 1:
         return shape[0], shape[0]
+    if len(shape) > 2:  # conv kernel (..., in, out): Keras multiplies by the receptive field
+        rf = int(np.prod(shape[:-2]))
+        return shape[-2] * rf, shape[-1] * rf
     return shape[0], shape[1]
 
 

@@ -12,6 +12,13 @@ from ..engine import core_stages as _core_stages  # noqa: F401,E402
 LAYER_TYPES = {c.__name__: c for c in (Dense, Dropout, GaussianDropout, AlphaDropout, Activation,
                                         ReLU, Flatten, Reshape, InputLayer)}
 
+from .conv import (AveragePooling2D, BatchNormalization, Conv2D,  # noqa: E402
+                   GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D, SpatialDropout2D)
+
+_CONV = (Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+         SpatialDropout2D, BatchNormalization)
+LAYER_TYPES.update({c.__name__: c for c in _CONV})
+
 
 def _register(*classes):
     for c in classes:
@@ -20,4 +27,4 @@ def _register(*classes):
 
 
 __all__ = ["Layer", "Variable", "Dense", "Dropout", "GaussianDropout", "AlphaDropout",
-           "Activation", "ReLU", "Flatten", "Reshape", "Input", "InputLayer", "LAYER_TYPES"]
+           "Activation", "ReLU", "Flatten", "Reshape", "Input", "InputLayer", "LAYER_TYPES"] + [c.__name__ for c in _CONV]
