@@ -1,0 +1,471 @@
+/* rnn.c — SimpleRNN / LSTM / GRU forward and backward through time (see rnn.h).
+ *
+ * The time loop runs per chunk of batch rows: a sample's recurrence never reads another
+ * sample, so chunks are independent and run in parallel with no barrier.  The chunking
+ * depends on m only (never on the thread count) and every GEMM's path depends only on its
+ * shape, so results are bitwise identical for any thread count.  GEMMs called inside the
+ * parallel region run single-threaded (nested regions are inactive).
+ *
+ * Workspace (floats, time-major, row (t, b) = t*m + b):
+ *   xt    [Gi][T][m][F]  inputs in processing order (reversed if go_backwards), times the
+ *                        input dropout mask of part k; backward reuses it for dx parts
+ *   gates [T][m][G*u]    pre-activations -> gate values (forward) -> dz (backward)
+ *   hs    [T][m][u]      h_t (a masked step carries h_{t-1})
+ *   cs    [T][m][u]      LSTM c_t
+ *   rh    [T][m][u]      GRU: reset_after: h_{t-1}·U_h + b_rh (-> d rh in backward);
+ *                        reset_before: A3 = r ⊙ h̃_{t-1} (the input of the U_h GEMM)
+ *   hd    [Gr][T][m][u]  h_{t-1} ⊙ recurrent mask g (scaled), recurrent dropout only
+ *   dm    [Gr][m][u]     the recurrent masks as floats (0 or 1/(1-rate))
+ *   beff  [G*u]          input-projection bias (GRU reset_after: b_in + [b_rz, b_rr, 0])
+ *   dh, dhp, dc, tmp [m][u], rt [m][4u]   backward carries and row scratch */
+#include "rnn.h"
+#include "rnn_gates_impl.h"
+#include "../internal.h"
+#include "../fpenv.h"
+
+#include <string.h>
+
+#define FD_RNN_RB 64   /* target rows per chunk */
+
+typedef struct {
+    float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
+} rnn_ws;
+
+static int gates_of(int cell) { return cell == FD_RNN_LSTM ? 4 : cell == FD_RNN_GRU ? 3 : 1; }
+
+static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
+{
+    const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell);
+    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
+    int64_t off = 0;
+#define TAKE(field, count) do { if (L) L->field = base + off; \
+        off += ((int64_t)(count) + 15) / 16 * 16; } while (0)
+    TAKE(xt, Gi * T * m * F);
+    TAKE(gates, T * m * G * u);
+    TAKE(hs, T * m * u);
+    TAKE(cs, d->cell == FD_RNN_LSTM ? T * m * u : 0);
+    TAKE(rh, d->cell == FD_RNN_GRU ? T * m * u : 0);
+    TAKE(hd, Gr * T * m * u);
+    TAKE(dm, Gr * m * u);
+    TAKE(beff, G * u);
+    TAKE(dh, m * u);
+    TAKE(dhp, m * u);
+    TAKE(dc, m * u);
+    TAKE(tmp, m * u);
+    TAKE(rt, m * 4 * u);
+#undef TAKE
+    return off;
+}
+
+int64_t fd_rnn_workspace_floats(const fd_rnn_desc *d) { return layout(d, NULL, NULL); }
+
+static const fd_rnn_gates *gates_kt(void)
+{
+    switch (fd_isa_get()) {
+#ifdef FD_HAVE_AVX512
+    case FD_ISA_AVX512: return &fd_rnn_gates_avx512;
+#endif
+#ifdef FD_HAVE_AVX2
+    case FD_ISA_AVX2: return &fd_rnn_gates_avx2;
+#endif
+    default: return &fd_rnn_gates_ref;
+    }
+}
+
+void fd_rnn_act(int kind, int64_t n, float *y, const float *x)
+{
+    unsigned fp = fd_fp_enter();
+    gates_kt()->act(kind, n, y, x);
+    fd_fp_exit(fp);
+}
+
+static inline int bit_of(const uint8_t *p, int64_t i) { return (p[i >> 3] >> (i & 7)) & 1; }
+
+static void chunking(int64_t m, int64_t *nchunks, int64_t *rows)
+{
+    int64_t nc = (m + FD_RNN_RB - 1) / FD_RNN_RB;
+    if (nc < 1) nc = 1;
+    int64_t r = (m + nc - 1) / nc;
+    r = (r + 7) / 8 * 8;
+    nc = (m + r - 1) / r;
+    *nchunks = nc;
+    *rows = r;
+}
+
+static inline void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
+                        int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                        int64_t ldc)
+{
+    fd_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc, NULL);
+}
+
+static inline int step_on(const fd_rnn_desc *d, int64_t b, int64_t s)
+{
+    if (!d->seq) return 1;
+    const int64_t tt = d->go_backwards ? d->T - 1 - s : s;
+    return d->seq[b * d->T + tt] != 0;
+}
+
+/* ------------------------------------------------------------------ forward */
+static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn_ws *L,
+                          const float *U, const float *bias, int64_t b0, int64_t b1)
+{
+    const int64_t m = d->m, T = d->T, u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t nr = b1 - b0, Gr = d->n_rec_masks;
+    const int cell = d->cell, ra = d->reset_after;
+    for (int64_t s = 0; s < T; s++) {
+        float *Gt = L->gates + (s * m + b0) * Gu;
+        const float *hp = s ? L->hs + ((s - 1) * m + b0) * u : NULL;
+        float *ht = L->hs + (s * m + b0) * u;
+        float *Rt = cell == FD_RNN_GRU ? L->rh + (s * m + b0) * u : NULL;
+        if (cell == FD_RNN_GRU && ra) {
+            const float *brh = bias ? bias + 3 * u + 2 * u : NULL;
+            for (int64_t r = 0; r < nr; r++)
+                for (int64_t j = 0; j < u; j++) Rt[r * u + j] = brh ? brh[j] : 0.0f;
+        }
+        /* recurrent GEMMs (h_{-1} = 0: none at s = 0) */
+        if (s > 0) {
+            if (Gr == 0) {
+                gemm(0, 0, nr, cell == FD_RNN_GRU ? 2 * u : Gu, u, hp, u, U, Gu, 1.0f, Gt, Gu);
+                if (cell == FD_RNN_GRU && ra)
+                    gemm(0, 0, nr, u, u, hp, u, U + 2 * u, Gu, 1.0f, Rt, u);
+            } else {
+                for (int64_t g = 0; g < G; g++) {
+                    float *hdg = L->hd + ((g * T + s) * m + b0) * u;
+                    const float *dmg = L->dm + (g * m + b0) * u;
+                    for (int64_t i = 0; i < nr * u; i++) hdg[i] = hp[i] * dmg[i];
+                    if (cell == FD_RNN_GRU && g == 2) {
+                        if (ra) gemm(0, 0, nr, u, u, hdg, u, U + 2 * u, Gu, 1.0f, Rt, u);
+                    } else {
+                        gemm(0, 0, nr, u, u, hdg, u, U + g * u, Gu, 1.0f, Gt + g * u, Gu);
+                    }
+                }
+            }
+        }
+        /* gate kernels */
+        float *cs_t = cell == FD_RNN_LSTM ? L->cs + (s * m + b0) * u : NULL;
+        const float *cp = (cell == FD_RNN_LSTM && s) ? L->cs + ((s - 1) * m + b0) * u : NULL;
+        if (cell == FD_RNN_GRU && !ra) {
+            for (int64_t r = 0; r < nr; r++) K->act(d->rec_act, 2 * u, Gt + r * Gu, Gt + r * Gu);
+            if (s > 0) {
+                const float *hh = Gr ? L->hd + ((2 * T + s) * m + b0) * u : hp;
+                for (int64_t r = 0; r < nr; r++)
+                    for (int64_t j = 0; j < u; j++)
+                        Rt[r * u + j] = Gt[r * Gu + u + j] * hh[r * u + j];
+                gemm(0, 0, nr, u, u, Rt, u, U + 2 * u, Gu, 1.0f, Gt + 2 * u, Gu);
+            } else {
+                memset(Rt, 0, (size_t)(nr * u) * sizeof(float));
+            }
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            float *g = Gt + r * Gu, *h = ht + r * u;
+            const float *hpr = hp ? hp + r * u : NULL;
+            if (!step_on(d, b0 + r, s)) {
+                if (hpr) memcpy(h, hpr, (size_t)u * sizeof(float));
+                else memset(h, 0, (size_t)u * sizeof(float));
+                if (cs_t) {
+                    if (cp) memcpy(cs_t + r * u, cp + r * u, (size_t)u * sizeof(float));
+                    else memset(cs_t + r * u, 0, (size_t)u * sizeof(float));
+                }
+                continue;
+            }
+            switch (cell) {
+            case FD_RNN_SIMPLE:
+                K->act(d->act, u, h, g);
+                break;
+            case FD_RNN_LSTM:
+                K->lstm_fwd(u, d->act, d->rec_act, g, cp ? cp + r * u : NULL, cs_t + r * u, h,
+                            L->rt + (b0 + r) * 4 * u);
+                break;
+            default:
+                if (ra) K->gru_ra_fwd(u, d->act, d->rec_act, g, Rt + r * u, hpr, h);
+                else K->gru_rb_fwd2(u, d->act, g, hpr, h);
+                break;
+            }
+        }
+    }
+}
+
+int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const float *U,
+                   const float *bias, float *y, float *ws)
+{
+    unsigned fp = fd_fp_enter();
+    fd_init();
+    const fd_rnn_gates *K = gates_kt();
+    rnn_ws L;
+    layout(d, ws, &L);
+    const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
+    const int64_t Tm = T * m;
+    /* 1. time-major (masked) copies of x */
+    for (int64_t k = 0; k < Gi; k++) {
+        const uint8_t *mk = d->n_in_masks ? d->in_mask + k * d->in_mask_stride : NULL;
+        float *xk = L.xt + k * Tm * F;
+        for (int64_t s = 0; s < T; s++) {
+            const int64_t tt = d->go_backwards ? T - 1 - s : s;
+            for (int64_t b = 0; b < m; b++) {
+                const float *src = x + (b * T + tt) * F;
+                float *dst = xk + (s * m + b) * F;
+                if (!mk) {
+                    memcpy(dst, src, (size_t)F * sizeof(float));
+                } else {
+                    for (int64_t f = 0; f < F; f++)
+                        dst[f] = bit_of(mk, b * F + f) ? src[f] * d->in_scale : 0.0f;
+                }
+            }
+        }
+    }
+    /* 2. input-projection bias */
+    const float *beff = NULL;
+    if (bias) {
+        for (int64_t j = 0; j < Gu; j++) L.beff[j] = bias[j];
+        if (d->cell == FD_RNN_GRU && d->reset_after)
+            for (int64_t j = 0; j < 2 * u; j++) L.beff[j] += bias[Gu + j];
+        beff = L.beff;
+    }
+    /* 3. the input projection of all steps */
+    if (Gi == 1) {
+        fd_epilogue ep = {beff, 0, NULL, 1.0f};
+        fd_sgemm(0, 0, Tm, Gu, F, 1.0f, L.xt, F, W, Gu, 0.0f, L.gates, Gu, beff ? &ep : NULL);
+    } else {
+        for (int64_t g = 0; g < G; g++) {
+            fd_epilogue ep = {beff ? beff + g * u : NULL, 0, NULL, 1.0f};
+            fd_sgemm(0, 0, Tm, u, F, 1.0f, L.xt + g * Tm * F, F, W + g * u, Gu, 0.0f,
+                     L.gates + g * u, Gu, beff ? &ep : NULL);
+        }
+    }
+    /* 4. recurrent masks as floats */
+    for (int64_t g = 0; g < Gr; g++) {
+        const uint8_t *mk = d->rec_mask + g * d->rec_mask_stride;
+        float *dmg = L.dm + g * m * u;
+        for (int64_t i = 0; i < m * u; i++) dmg[i] = bit_of(mk, i) ? d->rec_scale : 0.0f;
+    }
+    /* 5. the time loop, chunks of rows in parallel */
+    int64_t nc, rows;
+    chunking(m, &nc, &rows);
+    int nt = fd_get_num_threads();
+    if (nt > nc) nt = (int)nc;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t c = 0; c < nc; c++) {
+        unsigned fpi = fd_fp_enter();
+        const int64_t b0 = c * rows, b1 = b0 + rows < m ? b0 + rows : m;
+        chunk_forward(d, K, &L, U, bias, b0, b1);
+        fd_fp_exit(fpi);
+    }
+    /* 6. output */
+    if (d->return_sequences) {
+        for (int64_t b = 0; b < m; b++)
+            for (int64_t s = 0; s < T; s++)
+                memcpy(y + (b * T + s) * u, L.hs + (s * m + b) * u, (size_t)u * sizeof(float));
+    } else {
+        memcpy(y, L.hs + (T - 1) * m * u, (size_t)(m * u) * sizeof(float));
+    }
+    fd_fp_exit(fp);
+    return 0;
+}
+
+/* ----------------------------------------------------------------- backward */
+static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn_ws *L,
+                           const float *U, const float *dy, int64_t b0, int64_t b1)
+{
+    const int64_t m = d->m, T = d->T, u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t nr = b1 - b0, Gr = d->n_rec_masks;
+    const int cell = d->cell, ra = d->reset_after;
+    float *DH = L->dh + b0 * u, *DHP = L->dhp + b0 * u, *DC = L->dc + b0 * u;
+    float *TMP = L->tmp + b0 * u;
+    memset(DH, 0, (size_t)(nr * u) * sizeof(float));
+    memset(DC, 0, (size_t)(nr * u) * sizeof(float));
+    for (int64_t s = T - 1; s >= 0; s--) {
+        if (d->return_sequences) {
+            for (int64_t r = 0; r < nr; r++) {
+                const float *dyr = dy + ((b0 + r) * T + s) * u;
+                for (int64_t j = 0; j < u; j++) DH[r * u + j] += dyr[j];
+            }
+        } else if (s == T - 1) {
+            memcpy(DH, dy + b0 * u, (size_t)(nr * u) * sizeof(float));
+        }
+        float *Gt = L->gates + (s * m + b0) * Gu;
+        const float *hp = s ? L->hs + ((s - 1) * m + b0) * u : NULL;
+        const float *ht = L->hs + (s * m + b0) * u;
+        float *Rt = cell == FD_RNN_GRU ? L->rh + (s * m + b0) * u : NULL;
+        const float *cs_t = cell == FD_RNN_LSTM ? L->cs + (s * m + b0) * u : NULL;
+        const float *cp = (cell == FD_RNN_LSTM && s) ? L->cs + ((s - 1) * m + b0) * u : NULL;
+        for (int64_t r = 0; r < nr; r++) {
+            float *g = Gt + r * Gu, *dh = DH + r * u, *dhp = DHP + r * u;
+            const float *hpr = hp ? hp + r * u : NULL;
+            float *rt = L->rt + (b0 + r) * 4 * u;
+            if (!step_on(d, b0 + r, s)) {
+                memset(g, 0, (size_t)Gu * sizeof(float));
+                if (Rt && ra) memset(Rt + r * u, 0, (size_t)u * sizeof(float));
+                memcpy(dhp, dh, (size_t)u * sizeof(float));
+                continue;
+            }
+            switch (cell) {
+            case FD_RNN_SIMPLE:
+                K->dact(d->act, u, g, dh, ht + r * u);
+                memset(dhp, 0, (size_t)u * sizeof(float));
+                break;
+            case FD_RNN_LSTM:
+                K->lstm_bwd(u, d->act, d->rec_act, g, cs_t + r * u, cp ? cp + r * u : NULL, dh,
+                            DC + r * u, rt);
+                memset(dhp, 0, (size_t)u * sizeof(float));
+                break;
+            default:
+                if (ra) K->gru_ra_bwd(u, d->act, d->rec_act, g, Rt + r * u, hpr, dh, dhp, rt);
+                else K->gru_rb_bwd1(u, d->act, d->rec_act, g, hpr, dh, dhp, rt);
+                break;
+            }
+        }
+        if (cell == FD_RNN_GRU && !ra) {
+            if (s > 0) {
+                gemm(0, 1, nr, u, u, Gt + 2 * u, Gu, U + 2 * u, Gu, 0.0f, TMP, u);
+                const float *hh = Gr ? L->hd + ((2 * T + s) * m + b0) * u : hp;
+                const float *dmh = Gr ? L->dm + (2 * m + b0) * u : NULL;
+                for (int64_t r = 0; r < nr; r++) {
+                    float *g = Gt + r * Gu, *rt = L->rt + (b0 + r) * 4 * u;
+                    if (!step_on(d, b0 + r, s)) continue;
+                    K->gru_rb_bwd2(u, d->rec_act, g, TMP + r * u, hh + r * u, rt, rt + u);
+                    float *dhp = DHP + r * u;
+                    if (dmh) for (int64_t j = 0; j < u; j++) dhp[j] += rt[j] * dmh[r * u + j];
+                    else for (int64_t j = 0; j < u; j++) dhp[j] += rt[j];
+                }
+            } else {
+                for (int64_t r = 0; r < nr; r++)
+                    memset(Gt + r * Gu + u, 0, (size_t)u * sizeof(float));
+            }
+        }
+        if (s > 0) {
+            if (Gr == 0) {
+                gemm(0, 1, nr, u, cell == FD_RNN_GRU ? 2 * u : Gu, Gt, Gu, U, Gu, 1.0f, DHP, u);
+                if (cell == FD_RNN_GRU && ra)
+                    gemm(0, 1, nr, u, u, Rt, u, U + 2 * u, Gu, 1.0f, DHP, u);
+            } else {
+                for (int64_t g = 0; g < G; g++) {
+                    const float *src;
+                    int64_t ld;
+                    if (cell == FD_RNN_GRU && g == 2) {
+                        if (!ra) continue;
+                        src = Rt;
+                        ld = u;
+                    } else {
+                        src = Gt + g * u;
+                        ld = Gu;
+                    }
+                    gemm(0, 1, nr, u, u, src, ld, U + g * u, Gu, 0.0f, TMP, u);
+                    const float *dmg = L->dm + (g * m + b0) * u;
+                    for (int64_t i = 0; i < nr * u; i++) DHP[i] += TMP[i] * dmg[i];
+                }
+            }
+        }
+        float *sw = DH; DH = DHP; DHP = sw;
+    }
+}
+
+int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const float *dy,
+                    float *dx, float *dW, float *dU, float *db, float *ws)
+{
+    unsigned fp = fd_fp_enter();
+    fd_init();
+    const fd_rnn_gates *K = gates_kt();
+    rnn_ws L;
+    layout(d, ws, &L);
+    const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
+    const int64_t Tm = T * m;
+    const int cell = d->cell, ra = d->reset_after;
+    int64_t nc, rows;
+    chunking(m, &nc, &rows);
+    int nt = fd_get_num_threads();
+    if (nt > nc) nt = (int)nc;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t c = 0; c < nc; c++) {
+        unsigned fpi = fd_fp_enter();
+        const int64_t b0 = c * rows, b1 = b0 + rows < m ? b0 + rows : m;
+        chunk_backward(d, K, &L, U, dy, b0, b1);
+        fd_fp_exit(fpi);
+    }
+    /* dW = xtᵀ · dz over all T·m rows */
+    if (Gi == 1) {
+        gemm(1, 0, F, Gu, Tm, L.xt, F, L.gates, Gu, 0.0f, dW, Gu);
+    } else {
+        for (int64_t g = 0; g < G; g++)
+            gemm(1, 0, F, u, Tm, L.xt + g * Tm * F, F, L.gates + g * u, Gu, 0.0f, dW + g * u, Gu);
+    }
+    /* dU = Σ_{t>=1} h̃_{t-1}ᵀ · dz_t: one GEMM over the (T-1)·m stacked rows */
+    if (T > 1) {
+        const int64_t K1 = (T - 1) * m;
+        for (int64_t g = 0; g < G; g++) {
+            const float *A = Gr ? L.hd + (g * T + 1) * m * u : L.hs;
+            const float *B = L.gates + m * Gu + g * u;
+            int64_t ldb = Gu, n = u;
+            if (!Gr && cell != FD_RNN_GRU) { n = Gu; }           /* all gates at once */
+            if (!Gr && cell == FD_RNN_GRU && g < 2) { n = 2 * u; }
+            if (cell == FD_RNN_GRU && g == 2) {
+                if (ra) { B = L.rh + m * u; ldb = u; }
+                else { A = L.rh + m * u; }
+            }
+            gemm(1, 0, u, n, K1, A, u, B, ldb, 0.0f, dU + g * u, Gu);
+            if (n == Gu) break;
+            if (n == 2 * u) g++;
+        }
+    } else {
+        memset(dU, 0, (size_t)(u * Gu) * sizeof(float));
+    }
+    if (db) {
+        fd_colsum_f32(Tm, Gu, db, L.gates, 1.0f, 0.0f);
+        if (cell == FD_RNN_GRU && ra) {
+            for (int64_t j = 0; j < 2 * u; j++) db[Gu + j] = db[j];
+            fd_colsum_f32(Tm, u, db + Gu + 2 * u, L.rh, 1.0f, 0.0f);
+        }
+    }
+    if (dx) {
+        if (Gi == 1)
+            gemm(0, 1, Tm, F, Gu, L.gates, Gu, W, Gu, 0.0f, L.xt, F);
+        else
+            for (int64_t g = 0; g < G; g++)
+                gemm(0, 1, Tm, F, u, L.gates + g * u, Gu, W + g * u, Gu, 0.0f,
+                     L.xt + g * Tm * F, F);
+        for (int64_t s = 0; s < T; s++) {
+            const int64_t tt = d->go_backwards ? T - 1 - s : s;
+            for (int64_t b = 0; b < m; b++) {
+                float *dst = dx + (b * T + tt) * F;
+                for (int64_t k = 0; k < Gi; k++) {
+                    const float *src = L.xt + k * Tm * F + (s * m + b) * F;
+                    const uint8_t *mk = d->n_in_masks ? d->in_mask + k * d->in_mask_stride : NULL;
+                    for (int64_t f = 0; f < F; f++) {
+                        const float v = mk ? (bit_of(mk, b * F + f) ? src[f] * d->in_scale : 0.0f)
+                                           : src[f];
+                        dst[f] = k ? dst[f] + v : v;
+                    }
+                }
+            }
+        }
+    }
+    fd_fp_exit(fp);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- embedding */
+void fd_embedding_forward(int64_t n, int64_t dim, const float *ids, const float *E,
+                          float *out)
+{
+    unsigned fp = fd_fp_enter();
+    int nt = fd_threads_for(n * dim, 1 << 16);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t i = 0; i < n; i++)
+        memcpy(out + i * dim, E + (int64_t)ids[i] * dim, (size_t)dim * sizeof(float));
+    fd_fp_exit(fp);
+}
+
+void fd_embedding_backward(int64_t n, int64_t dim, int64_t V, const float *ids,
+                           const float *dy, float *dE)
+{
+    unsigned fp = fd_fp_enter();
+    memset(dE, 0, (size_t)(V * dim) * sizeof(float));
+    for (int64_t i = 0; i < n; i++) {
+        float *dst = dE + (int64_t)ids[i] * dim;
+        const float *src = dy + i * dim;
+        for (int64_t j = 0; j < dim; j++) dst[j] += src[j];
+    }
+    fd_fp_exit(fp);
+}
