@@ -71,7 +71,7 @@ def orthogonal(shape, rng):
     q = q * np.sign(np.diag(r))
     if rows < cols:
         q = q.T
-    return q.reshape(shape).astype(np.float32)
+    return np.ascontiguousarray(q.reshape(shape), dtype=np.float32)
 
 
 def uniform(shape, rng):

@@ -29,9 +29,26 @@
 
 typedef struct {
     float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
+    float *bpack;   /* [G] packed U_g (forward) or U_gᵀ (backward) micro-kernel panels  */
+    float *apack;   /* [chunk] packed A panels of the step's recurrent product          */
+    int64_t bstride, astride;
 } rnn_ws;
 
+#define FD_RNN_MAX_MR 16
+#define FD_RNN_MAX_NR 32
+
 static int gates_of(int cell) { return cell == FD_RNN_LSTM ? 4 : cell == FD_RNN_GRU ? 3 : 1; }
+
+static void chunking(int64_t m, int64_t *nchunks, int64_t *rows)
+{
+    int64_t nc = (m + FD_RNN_RB - 1) / FD_RNN_RB;
+    if (nc < 1) nc = 1;
+    int64_t r = (m + nc - 1) / nc;
+    r = (r + 7) / 8 * 8;
+    nc = (m + r - 1) / r;
+    *nchunks = nc;
+    *rows = r;
+}
 
 static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
 {
@@ -51,8 +68,17 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(dh, m * u);
     TAKE(dhp, m * u);
     TAKE(dc, m * u);
-    TAKE(tmp, m * u);
+    TAKE(tmp, m * u > F ? m * u : F);
     TAKE(rt, m * 4 * u);
+    {
+        const int64_t bs = (u + FD_RNN_MAX_NR - 1) / FD_RNN_MAX_NR * FD_RNN_MAX_NR * u;
+        int64_t nc, rows;
+        chunking(m, &nc, &rows);
+        const int64_t as = ((rows + FD_RNN_MAX_MR - 1) / FD_RNN_MAX_MR * FD_RNN_MAX_MR) * u;
+        if (L) { L->bstride = bs; L->astride = as; }
+        TAKE(bpack, G * bs);
+        TAKE(apack, nc * as);
+    }
 #undef TAKE
     return off;
 }
@@ -81,15 +107,10 @@ void fd_rnn_act(int kind, int64_t n, float *y, const float *x)
 
 static inline int bit_of(const uint8_t *p, int64_t i) { return (p[i >> 3] >> (i & 7)) & 1; }
 
-static void chunking(int64_t m, int64_t *nchunks, int64_t *rows)
+/* out[j] = bit (start + j) ? scale : 0, j < n */
+static void mask_row(const uint8_t *mk, int64_t start, int64_t n, float scale, float *out)
 {
-    int64_t nc = (m + FD_RNN_RB - 1) / FD_RNN_RB;
-    if (nc < 1) nc = 1;
-    int64_t r = (m + nc - 1) / nc;
-    r = (r + 7) / 8 * 8;
-    nc = (m + r - 1) / r;
-    *nchunks = nc;
-    *rows = r;
+    for (int64_t j = 0; j < n; j++) out[j] = bit_of(mk, start + j) ? scale : 0.0f;
 }
 
 static inline void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const float *a,
@@ -97,6 +118,76 @@ static inline void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const f
                         int64_t ldc)
 {
     fd_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc, NULL);
+}
+
+/* ------------------------------------------- the recurrent product, U pre-packed */
+/* op(B) (k × n, element (p, j) at B[p*sk + j*sn]) as NR-wide micro-kernel panels:
+ * panel q at dst + q*k*NR, row p at + p*NR (zero past n).  Packed once per call. */
+static void pack_b(int64_t k, int64_t n, const float *B, int64_t sk, int64_t sn, int NR,
+                   float *dst)
+{
+    for (int64_t q = 0; q * NR < n; q++)
+        for (int64_t p = 0; p < k; p++) {
+            float *d = dst + (q * k + p) * NR;
+            for (int64_t i = 0; i < NR; i++) {
+                const int64_t j = q * NR + i;
+                d[i] = j < n ? B[p * sk + j * sn] : 0.0f;
+            }
+        }
+}
+
+/* A (m × k, row stride lda) as MR-tall panels: panel r at dst + r*k*MR, column p at
+ * + p*MR (zero past m). */
+static void pack_a(int64_t m, int64_t k, const float *A, int64_t lda, int MR, float *dst)
+{
+    for (int64_t r = 0; r * MR < m; r++) {
+        float *d = dst + r * k * MR;
+        const int64_t mr = m - r * MR < MR ? m - r * MR : MR;
+        for (int64_t i = 0; i < mr; i++) {
+            const float *a = A + (r * MR + i) * lda;
+            for (int64_t p = 0; p < k; p++) d[p * MR + i] = a[p];
+        }
+        for (int64_t i = mr; i < MR; i++)
+            for (int64_t p = 0; p < k; p++) d[p * MR + i] = 0.0f;
+    }
+}
+
+/* C(m × n) = Ap·Bp + beta·C through the micro-kernel, one thread, fixed order. */
+static void mgemm(const fd_gemm_params *P, int64_t m, int64_t n, int64_t k, const float *ap,
+                  const float *bp, float beta, float *c, int64_t ldc)
+{
+    const int MR = P->mr, NR = P->nr;
+    for (int64_t q = 0; q * NR < n; q++) {
+        const int64_t nr = n - q * NR < NR ? n - q * NR : NR;
+        for (int64_t r = 0; r * MR < m; r++) {
+            const int64_t mr = m - r * MR < MR ? m - r * MR : MR;
+            P->ukr(k, 1.0f, ap + r * k * MR, bp + q * k * NR, beta, c + r * MR * ldc + q * NR,
+                   ldc, mr, nr);
+        }
+    }
+}
+
+/* C(rows × u) (+)= A(rows × u, lda) · [packed gate g] */
+static void rec_product(const rnn_ws *L, int64_t chunk, int64_t rows, int64_t u,
+                        const float *A, int64_t lda, int64_t g, float beta, float *C,
+                        int64_t ldc, int pack)
+{
+    const fd_gemm_params *P = &fd_kt->gemm;
+    float *ap = L->apack + chunk * L->astride;
+    if (pack) pack_a(rows, u, A, lda, P->mr, ap);
+    mgemm(P, rows, u, u, ap, L->bpack + g * L->bstride, beta, C, ldc);
+}
+
+static void pack_u(const fd_rnn_desc *d, const rnn_ws *L, const float *U, int transposed)
+{
+    const int64_t u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int NR = fd_kt->gemm.nr;
+    for (int64_t g = 0; g < G; g++) {
+        if (!transposed) /* op(B)(p, j) = U[p, g*u + j] */
+            pack_b(u, u, U + g * u, Gu, 1, NR, L->bpack + g * L->bstride);
+        else             /* op(B)(p, j) = U[j, g*u + p] */
+            pack_b(u, u, U + g * u, 1, Gu, NR, L->bpack + g * L->bstride);
+    }
 }
 
 static inline int step_on(const fd_rnn_desc *d, int64_t b, int64_t s)
@@ -108,7 +199,7 @@ static inline int step_on(const fd_rnn_desc *d, int64_t b, int64_t s)
 
 /* ------------------------------------------------------------------ forward */
 static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn_ws *L,
-                          const float *U, const float *bias, int64_t b0, int64_t b1)
+                          const float *bias, int64_t chunk, int64_t b0, int64_t b1)
 {
     const int64_t m = d->m, T = d->T, u = d->u, G = gates_of(d->cell), Gu = G * u;
     const int64_t nr = b1 - b0, Gr = d->n_rec_masks;
@@ -125,20 +216,19 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
         }
         /* recurrent GEMMs (h_{-1} = 0: none at s = 0) */
         if (s > 0) {
-            if (Gr == 0) {
-                gemm(0, 0, nr, cell == FD_RNN_GRU ? 2 * u : Gu, u, hp, u, U, Gu, 1.0f, Gt, Gu);
-                if (cell == FD_RNN_GRU && ra)
-                    gemm(0, 0, nr, u, u, hp, u, U + 2 * u, Gu, 1.0f, Rt, u);
-            } else {
-                for (int64_t g = 0; g < G; g++) {
+            for (int64_t g = 0; g < G; g++) {
+                const float *A = hp;
+                if (Gr) {
                     float *hdg = L->hd + ((g * T + s) * m + b0) * u;
                     const float *dmg = L->dm + (g * m + b0) * u;
                     for (int64_t i = 0; i < nr * u; i++) hdg[i] = hp[i] * dmg[i];
-                    if (cell == FD_RNN_GRU && g == 2) {
-                        if (ra) gemm(0, 0, nr, u, u, hdg, u, U + 2 * u, Gu, 1.0f, Rt, u);
-                    } else {
-                        gemm(0, 0, nr, u, u, hdg, u, U + g * u, Gu, 1.0f, Gt + g * u, Gu);
-                    }
+                    A = hdg;
+                }
+                const int pack = Gr || g == 0;     /* no masks: h_{t-1} packed once */
+                if (cell == FD_RNN_GRU && g == 2) {
+                    if (ra) rec_product(L, chunk, nr, u, A, u, 2, 1.0f, Rt, u, pack);
+                } else {
+                    rec_product(L, chunk, nr, u, A, u, g, 1.0f, Gt + g * u, Gu, pack);
                 }
             }
         }
@@ -152,7 +242,7 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
                 for (int64_t r = 0; r < nr; r++)
                     for (int64_t j = 0; j < u; j++)
                         Rt[r * u + j] = Gt[r * Gu + u + j] * hh[r * u + j];
-                gemm(0, 0, nr, u, u, Rt, u, U + 2 * u, Gu, 1.0f, Gt + 2 * u, Gu);
+                rec_product(L, chunk, nr, u, Rt, u, 2, 1.0f, Gt + 2 * u, Gu, 1);
             } else {
                 memset(Rt, 0, (size_t)(nr * u) * sizeof(float));
             }
@@ -201,17 +291,15 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
     for (int64_t k = 0; k < Gi; k++) {
         const uint8_t *mk = d->n_in_masks ? d->in_mask + k * d->in_mask_stride : NULL;
         float *xk = L.xt + k * Tm * F;
-        for (int64_t s = 0; s < T; s++) {
-            const int64_t tt = d->go_backwards ? T - 1 - s : s;
-            for (int64_t b = 0; b < m; b++) {
-                const float *src = x + (b * T + tt) * F;
-                float *dst = xk + (s * m + b) * F;
-                if (!mk) {
-                    memcpy(dst, src, (size_t)F * sizeof(float));
-                } else {
-                    for (int64_t f = 0; f < F; f++)
-                        dst[f] = bit_of(mk, b * F + f) ? src[f] * d->in_scale : 0.0f;
-                }
+        float *mrow = L.tmp;   /* F floats (tmp holds m*u >= F floats when m*u >= F) */
+        for (int64_t b = 0; b < m; b++) {
+            if (mk) mask_row(mk, b * F, F, d->in_scale, mrow);
+            for (int64_t s = 0; s < T; s++) {
+                const int64_t tt = d->go_backwards ? T - 1 - s : s;
+                const float *FD_RESTRICT src = x + (b * T + tt) * F;
+                float *FD_RESTRICT dst = xk + (s * m + b) * F;
+                if (!mk) memcpy(dst, src, (size_t)F * sizeof(float));
+                else for (int64_t f = 0; f < F; f++) dst[f] = src[f] * mrow[f];
             }
         }
     }
@@ -240,7 +328,8 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
         float *dmg = L.dm + g * m * u;
         for (int64_t i = 0; i < m * u; i++) dmg[i] = bit_of(mk, i) ? d->rec_scale : 0.0f;
     }
-    /* 5. the time loop, chunks of rows in parallel */
+    /* 5. the time loop, chunks of rows in parallel (U packed once for the micro-kernel) */
+    pack_u(d, &L, U, 0);
     int64_t nc, rows;
     chunking(m, &nc, &rows);
     int nt = fd_get_num_threads();
@@ -249,7 +338,7 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
     for (int64_t c = 0; c < nc; c++) {
         unsigned fpi = fd_fp_enter();
         const int64_t b0 = c * rows, b1 = b0 + rows < m ? b0 + rows : m;
-        chunk_forward(d, K, &L, U, bias, b0, b1);
+        chunk_forward(d, K, &L, bias, c, b0, b1);
         fd_fp_exit(fpi);
     }
     /* 6. output */
@@ -266,7 +355,7 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
 
 /* ----------------------------------------------------------------- backward */
 static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn_ws *L,
-                           const float *U, const float *dy, int64_t b0, int64_t b1)
+                           const float *dy, int64_t chunk, int64_t b0, int64_t b1)
 {
     const int64_t m = d->m, T = d->T, u = d->u, G = gates_of(d->cell), Gu = G * u;
     const int64_t nr = b1 - b0, Gr = d->n_rec_masks;
@@ -318,7 +407,7 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
         }
         if (cell == FD_RNN_GRU && !ra) {
             if (s > 0) {
-                gemm(0, 1, nr, u, u, Gt + 2 * u, Gu, U + 2 * u, Gu, 0.0f, TMP, u);
+                rec_product(L, chunk, nr, u, Gt + 2 * u, Gu, 2, 0.0f, TMP, u, 1);
                 const float *hh = Gr ? L->hd + ((2 * T + s) * m + b0) * u : hp;
                 const float *dmh = Gr ? L->dm + (2 * m + b0) * u : NULL;
                 for (int64_t r = 0; r < nr; r++) {
@@ -335,23 +424,21 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
             }
         }
         if (s > 0) {
-            if (Gr == 0) {
-                gemm(0, 1, nr, u, cell == FD_RNN_GRU ? 2 * u : Gu, Gt, Gu, U, Gu, 1.0f, DHP, u);
-                if (cell == FD_RNN_GRU && ra)
-                    gemm(0, 1, nr, u, u, Rt, u, U + 2 * u, Gu, 1.0f, DHP, u);
-            } else {
-                for (int64_t g = 0; g < G; g++) {
-                    const float *src;
-                    int64_t ld;
-                    if (cell == FD_RNN_GRU && g == 2) {
-                        if (!ra) continue;
-                        src = Rt;
-                        ld = u;
-                    } else {
-                        src = Gt + g * u;
-                        ld = Gu;
-                    }
-                    gemm(0, 1, nr, u, u, src, ld, U + g * u, Gu, 0.0f, TMP, u);
+            for (int64_t g = 0; g < G; g++) {
+                const float *src;
+                int64_t ld;
+                if (cell == FD_RNN_GRU && g == 2) {
+                    if (!ra) continue;
+                    src = Rt;
+                    ld = u;
+                } else {
+                    src = Gt + g * u;
+                    ld = Gu;
+                }
+                if (!Gr) {
+                    rec_product(L, chunk, nr, u, src, ld, g, 1.0f, DHP, u, 1);
+                } else {
+                    rec_product(L, chunk, nr, u, src, ld, g, 0.0f, TMP, u, 1);
                     const float *dmg = L->dm + (g * m + b0) * u;
                     for (int64_t i = 0; i < nr * u; i++) DHP[i] += TMP[i] * dmg[i];
                 }
@@ -375,13 +462,14 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
     const int cell = d->cell, ra = d->reset_after;
     int64_t nc, rows;
     chunking(m, &nc, &rows);
+    pack_u(d, &L, U, 1);
     int nt = fd_get_num_threads();
     if (nt > nc) nt = (int)nc;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t c = 0; c < nc; c++) {
         unsigned fpi = fd_fp_enter();
         const int64_t b0 = c * rows, b1 = b0 + rows < m ? b0 + rows : m;
-        chunk_backward(d, K, &L, U, dy, b0, b1);
+        chunk_backward(d, K, &L, dy, c, b0, b1);
         fd_fp_exit(fpi);
     }
     /* dW = xtᵀ · dz over all T·m rows */
@@ -425,18 +513,18 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
             for (int64_t g = 0; g < G; g++)
                 gemm(0, 1, Tm, F, u, L.gates + g * u, Gu, W + g * u, Gu, 0.0f,
                      L.xt + g * Tm * F, F);
-        for (int64_t s = 0; s < T; s++) {
-            const int64_t tt = d->go_backwards ? T - 1 - s : s;
+        float *mrow = L.tmp;
+        for (int64_t k = 0; k < Gi; k++) {
+            const uint8_t *mk = d->n_in_masks ? d->in_mask + k * d->in_mask_stride : NULL;
             for (int64_t b = 0; b < m; b++) {
-                float *dst = dx + (b * T + tt) * F;
-                for (int64_t k = 0; k < Gi; k++) {
-                    const float *src = L.xt + k * Tm * F + (s * m + b) * F;
-                    const uint8_t *mk = d->n_in_masks ? d->in_mask + k * d->in_mask_stride : NULL;
-                    for (int64_t f = 0; f < F; f++) {
-                        const float v = mk ? (bit_of(mk, b * F + f) ? src[f] * d->in_scale : 0.0f)
-                                           : src[f];
-                        dst[f] = k ? dst[f] + v : v;
-                    }
+                if (mk) mask_row(mk, b * F, F, d->in_scale, mrow);
+                else for (int64_t f = 0; f < F; f++) mrow[f] = 1.0f;
+                for (int64_t s = 0; s < T; s++) {
+                    const int64_t tt = d->go_backwards ? T - 1 - s : s;
+                    float *FD_RESTRICT dst = dx + (b * T + tt) * F;
+                    const float *FD_RESTRICT src = L.xt + k * Tm * F + (s * m + b) * F;
+                    if (k) for (int64_t f = 0; f < F; f++) dst[f] += src[f] * mrow[f];
+                    else for (int64_t f = 0; f < F; f++) dst[f] = src[f] * mrow[f];
                 }
             }
         }
