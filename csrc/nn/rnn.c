@@ -16,7 +16,11 @@
  *                        reset_before: A3 = r ⊙ h̃_{t-1} (the input of the U_h GEMM)
  *   hd    [Gr][T][m][u]  h_{t-1} ⊙ recurrent mask g (scaled), recurrent dropout only
  *   dm    [Gr][m][u]     the recurrent masks as floats (0 or 1/(1-rate))
- *   beff  [G*u]          input-projection bias (GRU reset_after: b_in + [b_rz, b_rr, 0])
+ *   beff  [G*u]          the bias row of the packed weights (GRU reset_after: b_in +
+ *                        [b_rz, b_rr, 0])
+ *   bpack [G+1]          packed micro-kernel panels: forward [b_g; W_g; U_g] per gate (the
+ *                        input projection is fused into each step's product), backward U_gᵀ
+ *   apack [chunk]        the packed [1 | x_t | h_{t-1}] rows of a chunk
  *   dh, dhp, dc, tmp [m][u], rt [m][4u]   backward carries and row scratch */
 #include "rnn.h"
 #include "rnn_gates_impl.h"
@@ -71,12 +75,13 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(tmp, m * u > F ? m * u : F);
     TAKE(rt, m * 4 * u);
     {
-        const int64_t bs = (u + FD_RNN_MAX_NR - 1) / FD_RNN_MAX_NR * FD_RNN_MAX_NR * u;
+        const int64_t KB = 1 + F + u;   /* [1 | x_t | h_{t-1}]: bias, input, recurrent */
+        const int64_t bs = (u + FD_RNN_MAX_NR - 1) / FD_RNN_MAX_NR * FD_RNN_MAX_NR * KB;
         int64_t nc, rows;
         chunking(m, &nc, &rows);
-        const int64_t as = ((rows + FD_RNN_MAX_MR - 1) / FD_RNN_MAX_MR * FD_RNN_MAX_MR) * u;
+        const int64_t as = ((rows + FD_RNN_MAX_MR - 1) / FD_RNN_MAX_MR * FD_RNN_MAX_MR) * KB;
         if (L) { L->bstride = bs; L->astride = as; }
-        TAKE(bpack, G * bs);
+        TAKE(bpack, (G + 1) * bs);
         TAKE(apack, nc * as);
     }
 #undef TAKE
@@ -121,72 +126,106 @@ static inline void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const f
 }
 
 /* ------------------------------------------- the recurrent product, U pre-packed */
-/* op(B) (k × n, element (p, j) at B[p*sk + j*sn]) as NR-wide micro-kernel panels:
- * panel q at dst + q*k*NR, row p at + p*NR (zero past n).  Packed once per call. */
-static void pack_b(int64_t k, int64_t n, const float *B, int64_t sk, int64_t sn, int NR,
-                   float *dst)
+/* Rows [k0, k0+kr) of op(B) (element (p, j) at B[p*sk + j*sn]; B NULL: zeros), n
+ * columns, as NR-wide micro-kernel panels of kt rows: panel q at dst + q*kt*NR, row p at
+ * + p*NR (zero past n).  U (and W, the bias) are packed once per call. */
+static void pack_b(int64_t k0, int64_t kr, int64_t kt, int64_t n, const float *B, int64_t sk,
+                   int64_t sn, int NR, float *dst)
 {
     for (int64_t q = 0; q * NR < n; q++)
-        for (int64_t p = 0; p < k; p++) {
-            float *d = dst + (q * k + p) * NR;
+        for (int64_t p = 0; p < kr; p++) {
+            float *d = dst + (q * kt + k0 + p) * NR;
             for (int64_t i = 0; i < NR; i++) {
                 const int64_t j = q * NR + i;
-                d[i] = j < n ? B[p * sk + j * sn] : 0.0f;
+                d[i] = (j < n && B) ? B[p * sk + j * sn] : 0.0f;
             }
         }
 }
 
-/* A (m × k, row stride lda) as MR-tall panels: panel r at dst + r*k*MR, column p at
- * + p*MR (zero past m). */
-static void pack_a(int64_t m, int64_t k, const float *A, int64_t lda, int MR, float *dst)
+/* Columns [k0, k0+kc) of the packed A (m rows; MR-tall panels of kt columns: panel r at
+ * dst + r*kt*MR, column p at + p*MR; zero rows past m) from A (row stride lda; NULL: a
+ * column of ones). */
+static void pack_a(int64_t m, int64_t k0, int64_t kc, int64_t kt, const float *A, int64_t lda,
+                   int MR, float *dst)
 {
     for (int64_t r = 0; r * MR < m; r++) {
-        float *d = dst + r * k * MR;
+        float *d = dst + (r * kt + k0) * MR;
         const int64_t mr = m - r * MR < MR ? m - r * MR : MR;
         for (int64_t i = 0; i < mr; i++) {
+            if (!A) {
+                for (int64_t p = 0; p < kc; p++) d[p * MR + i] = 1.0f;
+                continue;
+            }
             const float *a = A + (r * MR + i) * lda;
-            for (int64_t p = 0; p < k; p++) d[p * MR + i] = a[p];
+            for (int64_t p = 0; p < kc; p++) d[p * MR + i] = a[p];
         }
         for (int64_t i = mr; i < MR; i++)
-            for (int64_t p = 0; p < k; p++) d[p * MR + i] = 0.0f;
+            for (int64_t p = 0; p < kc; p++) d[p * MR + i] = 0.0f;
     }
 }
 
-/* C(m × n) = Ap·Bp + beta·C through the micro-kernel, one thread, fixed order. */
+/* C(m × n) = Ap·Bp (first k of the panels' ak / bk rows) + beta·C through the
+ * micro-kernel: one thread, a fixed order. */
 static void mgemm(const fd_gemm_params *P, int64_t m, int64_t n, int64_t k, const float *ap,
-                  const float *bp, float beta, float *c, int64_t ldc)
+                  int64_t ak, const float *bp, int64_t bk, float beta, float *c, int64_t ldc)
 {
     const int MR = P->mr, NR = P->nr;
     for (int64_t q = 0; q * NR < n; q++) {
         const int64_t nr = n - q * NR < NR ? n - q * NR : NR;
         for (int64_t r = 0; r * MR < m; r++) {
             const int64_t mr = m - r * MR < MR ? m - r * MR : MR;
-            P->ukr(k, 1.0f, ap + r * k * MR, bp + q * k * NR, beta, c + r * MR * ldc + q * NR,
+            P->ukr(k, 1.0f, ap + r * ak * MR, bp + q * bk * NR, beta, c + r * MR * ldc + q * NR,
                    ldc, mr, nr);
         }
     }
 }
 
-/* C(rows × u) (+)= A(rows × u, lda) · [packed gate g] */
+static inline int64_t kb_of(const fd_rnn_desc *d) { return 1 + d->F + d->u; }
+
+/* backward: C(rows × u) (+)= A(rows × u, lda) · U_gᵀ (slot g) */
 static void rec_product(const rnn_ws *L, int64_t chunk, int64_t rows, int64_t u,
                         const float *A, int64_t lda, int64_t g, float beta, float *C,
                         int64_t ldc, int pack)
 {
     const fd_gemm_params *P = &fd_kt->gemm;
     float *ap = L->apack + chunk * L->astride;
-    if (pack) pack_a(rows, u, A, lda, P->mr, ap);
-    mgemm(P, rows, u, u, ap, L->bpack + g * L->bstride, beta, C, ldc);
+    if (pack) pack_a(rows, 0, u, u, A, lda, P->mr, ap);
+    mgemm(P, rows, u, u, ap, u, L->bpack + g * L->bstride, u, beta, C, ldc);
 }
 
-static void pack_u(const fd_rnn_desc *d, const rnn_ws *L, const float *U, int transposed)
+/* Forward slots (K = 1 + F + u rows each): g < G: [b_g; W_g; U_g] (GRU h gate: [b_in_h;
+ * W_h] only); slot G (GRU): reset_after [b_rh; U_h] (rows 0..u), reset_before U_h.
+ * Backward slots g < G: U_gᵀ (u rows). */
+static void pack_weights(const fd_rnn_desc *d, const rnn_ws *L, const float *W,
+                         const float *U, const float *bias, int backward)
 {
-    const int64_t u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t u = d->u, F = d->F, G = gates_of(d->cell), Gu = G * u, KB = kb_of(d);
     const int NR = fd_kt->gemm.nr;
+    const int gru = d->cell == FD_RNN_GRU, ra = d->reset_after;
+    if (backward) {
+        for (int64_t g = 0; g < G; g++)   /* op(B)(p, j) = U[j, g*u + p] */
+            pack_b(0, u, u, u, U + g * u, 1, Gu, NR, L->bpack + g * L->bstride);
+        return;
+    }
+    float *brow = L->beff;
+    for (int64_t j = 0; j < Gu; j++) {
+        brow[j] = bias ? bias[j] : 0.0f;
+        if (bias && gru && ra && j < 2 * u) brow[j] += bias[Gu + j];
+    }
     for (int64_t g = 0; g < G; g++) {
-        if (!transposed) /* op(B)(p, j) = U[p, g*u + j] */
-            pack_b(u, u, U + g * u, Gu, 1, NR, L->bpack + g * L->bstride);
-        else             /* op(B)(p, j) = U[j, g*u + p] */
-            pack_b(u, u, U + g * u, 1, Gu, NR, L->bpack + g * L->bstride);
+        float *dst = L->bpack + g * L->bstride;
+        pack_b(0, 1, KB, u, brow + g * u, 0, 1, NR, dst);
+        pack_b(1, F, KB, u, W + g * u, Gu, 1, NR, dst);
+        if (!(gru && g == 2)) pack_b(1 + F, u, KB, u, U + g * u, Gu, 1, NR, dst);
+    }
+    if (gru) {
+        float *dst = L->bpack + G * L->bstride;
+        if (ra) {
+            pack_b(0, 1, KB, u, bias ? bias + Gu + 2 * u : NULL, 0, 1, NR, dst);
+            pack_b(1, u, KB, u, U + 2 * u, Gu, 1, NR, dst);
+        } else {
+            pack_b(0, u, KB, u, U + 2 * u, Gu, 1, NR, dst);
+        }
     }
 }
 
@@ -209,28 +248,40 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
         const float *hp = s ? L->hs + ((s - 1) * m + b0) * u : NULL;
         float *ht = L->hs + (s * m + b0) * u;
         float *Rt = cell == FD_RNN_GRU ? L->rh + (s * m + b0) * u : NULL;
-        if (cell == FD_RNN_GRU && ra) {
-            const float *brh = bias ? bias + 3 * u + 2 * u : NULL;
-            for (int64_t r = 0; r < nr; r++)
-                for (int64_t j = 0; j < u; j++) Rt[r * u + j] = brh ? brh[j] : 0.0f;
-        }
-        /* recurrent GEMMs (h_{-1} = 0: none at s = 0) */
-        if (s > 0) {
-            for (int64_t g = 0; g < G; g++) {
-                const float *A = hp;
-                if (Gr) {
-                    float *hdg = L->hd + ((g * T + s) * m + b0) * u;
-                    const float *dmg = L->dm + (g * m + b0) * u;
-                    for (int64_t i = 0; i < nr * u; i++) hdg[i] = hp[i] * dmg[i];
-                    A = hdg;
-                }
-                const int pack = Gr || g == 0;     /* no masks: h_{t-1} packed once */
-                if (cell == FD_RNN_GRU && g == 2) {
-                    if (ra) rec_product(L, chunk, nr, u, A, u, 2, 1.0f, Rt, u, pack);
-                } else {
-                    rec_product(L, chunk, nr, u, A, u, g, 1.0f, Gt + g * u, Gu, pack);
-                }
+        /* the step's products, one micro-kernel pass per gate: [1 | x_t | h_{t-1}] times
+         * the packed [b_g; W_g; U_g] (h_{-1} = 0: K = 1 + F at s = 0) */
+        const int64_t KB = kb_of(d), F = d->F, Tm = T * m;
+        const int64_t kfull = s ? KB : 1 + F;
+        float *ap = L->apack + chunk * L->astride;
+        const fd_gemm_params *P = &fd_kt->gemm;
+        const int Gi = d->n_in_masks > 1 ? d->n_in_masks : 1;
+        for (int64_t g = 0; g < G; g++) {
+            const float *A = hp;
+            if (s && Gr) {
+                float *hdg = L->hd + ((g * T + s) * m + b0) * u;
+                const float *dmg = L->dm + (g * m + b0) * u;
+                for (int64_t i = 0; i < nr * u; i++) hdg[i] = hp[i] * dmg[i];
+                A = hdg;
             }
+            const float *xg = L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F;
+            const float *bp = L->bpack + g * L->bstride;
+            if (cell == FD_RNN_GRU && g == 2) {
+                if (Gi > 1) pack_a(nr, 1, F, KB, xg, F, P->mr, ap);  /* else: g = 1's */
+                mgemm(P, nr, u, 1 + F, ap, KB, bp, KB, 0.0f, Gt + 2 * u, Gu);
+                if (ra) {   /* rh = [1 | h̃] · [b_rh; U_h] */
+                    pack_a(nr, 0, 1, KB, NULL, 0, P->mr, ap);
+                    if (s) pack_a(nr, 1, u, KB, A, u, P->mr, ap);
+                    mgemm(P, nr, u, s ? 1 + u : 1, ap, KB, L->bpack + G * L->bstride, KB, 0.0f,
+                          Rt, u);
+                }
+                continue;
+            }
+            if (g == 0 || Gi > 1) {
+                pack_a(nr, 0, 1, KB, NULL, 0, P->mr, ap);
+                pack_a(nr, 1, F, KB, xg, F, P->mr, ap);
+            }
+            if (s && (g == 0 || Gr)) pack_a(nr, 1 + F, u, KB, A, u, P->mr, ap);
+            mgemm(P, nr, u, kfull, ap, KB, bp, KB, 0.0f, Gt + g * u, Gu);
         }
         /* gate kernels */
         float *cs_t = cell == FD_RNN_LSTM ? L->cs + (s * m + b0) * u : NULL;
@@ -242,7 +293,8 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
                 for (int64_t r = 0; r < nr; r++)
                     for (int64_t j = 0; j < u; j++)
                         Rt[r * u + j] = Gt[r * Gu + u + j] * hh[r * u + j];
-                rec_product(L, chunk, nr, u, Rt, u, 2, 1.0f, Gt + 2 * u, Gu, 1);
+                pack_a(nr, 0, u, KB, Rt, u, P->mr, ap);
+                mgemm(P, nr, u, u, ap, KB, L->bpack + G * L->bstride, KB, 1.0f, Gt + 2 * u, Gu);
             } else {
                 memset(Rt, 0, (size_t)(nr * u) * sizeof(float));
             }
@@ -284,7 +336,7 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
     const fd_rnn_gates *K = gates_kt();
     rnn_ws L;
     layout(d, ws, &L);
-    const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t m = d->m, T = d->T, F = d->F, u = d->u;
     const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
     const int64_t Tm = T * m;
     /* 1. time-major (masked) copies of x */
@@ -303,25 +355,6 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
             }
         }
     }
-    /* 2. input-projection bias */
-    const float *beff = NULL;
-    if (bias) {
-        for (int64_t j = 0; j < Gu; j++) L.beff[j] = bias[j];
-        if (d->cell == FD_RNN_GRU && d->reset_after)
-            for (int64_t j = 0; j < 2 * u; j++) L.beff[j] += bias[Gu + j];
-        beff = L.beff;
-    }
-    /* 3. the input projection of all steps */
-    if (Gi == 1) {
-        fd_epilogue ep = {beff, 0, NULL, 1.0f};
-        fd_sgemm(0, 0, Tm, Gu, F, 1.0f, L.xt, F, W, Gu, 0.0f, L.gates, Gu, beff ? &ep : NULL);
-    } else {
-        for (int64_t g = 0; g < G; g++) {
-            fd_epilogue ep = {beff ? beff + g * u : NULL, 0, NULL, 1.0f};
-            fd_sgemm(0, 0, Tm, u, F, 1.0f, L.xt + g * Tm * F, F, W + g * u, Gu, 0.0f,
-                     L.gates + g * u, Gu, beff ? &ep : NULL);
-        }
-    }
     /* 4. recurrent masks as floats */
     for (int64_t g = 0; g < Gr; g++) {
         const uint8_t *mk = d->rec_mask + g * d->rec_mask_stride;
@@ -329,7 +362,7 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
         for (int64_t i = 0; i < m * u; i++) dmg[i] = bit_of(mk, i) ? d->rec_scale : 0.0f;
     }
     /* 5. the time loop, chunks of rows in parallel (U packed once for the micro-kernel) */
-    pack_u(d, &L, U, 0);
+    pack_weights(d, &L, W, U, bias, 0);
     int64_t nc, rows;
     chunking(m, &nc, &rows);
     int nt = fd_get_num_threads();
@@ -462,7 +495,7 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
     const int cell = d->cell, ra = d->reset_after;
     int64_t nc, rows;
     chunking(m, &nc, &rows);
-    pack_u(d, &L, U, 1);
+    pack_weights(d, &L, W, U, NULL, 1);
     int nt = fd_get_num_threads();
     if (nt > nc) nt = (int)nc;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
