@@ -520,3 +520,61 @@ def test_gate_activation_accuracy(isa):
         _core.rnn_act(_core.RNN_ACTS[name], x, y)
         r = ref(x.astype(np.float64))
         assert np.max(np.abs(y - r) / np.maximum(np.abs(r), 1e-30)) < 1e-6
+
+
+# ------------------------------------------------------------- Keras (optional)
+@pytest.mark.skipif(not __import__("os").environ.get("FASTDROP_TEST_KERAS"),
+                    reason="set FASTDROP_TEST_KERAS=1 (needs keras + torch; slow import)")
+def test_keras_forward_equality():
+    """Keras 3 (torch backend) layers with random weights, loaded into fastdrop's with
+    set_weights order: forward outputs agree to float32 rounding."""
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    m, T, F, u = 4, 6, 5, 7
+    x = rng.standard_normal((m, T, F)).astype(np.float32)
+
+    def fd_run(layer, xin, in_shape, ws, seq=None):
+        layer.build(in_shape)
+        for v, w in zip(layer.variables, ws):
+            v.value = np.ascontiguousarray(w, np.float32)
+            setattr(v.layer, v.name, v.value)
+        st = layer.make_stage()
+        st.bind(in_shape)
+        Arena().allocate([st], xin.shape[0])
+        ctx = Context(INFER, xin.shape[0])
+        ctx.seq_mask = seq
+        return st.forward(ctx, xin).copy()
+
+    def keras_out(k, xin):
+        k(xin)
+        ws = [w + rng.standard_normal(w.shape).astype(np.float32) * 0.3
+              for w in k.get_weights()]
+        k.set_weights(ws)
+        return np.asarray(k(xin).detach().cpu().numpy()), ws
+
+    for kcls, fcls, kw in ((keras.layers.SimpleRNN, SimpleRNN, {}),
+                           (keras.layers.LSTM, LSTM, {}), (keras.layers.GRU, GRU, {}),
+                           (keras.layers.GRU, GRU, {"reset_after": False})):
+        for rs in (False, True):
+            for gb in (False, True):
+                yk, ws = keras_out(kcls(u, return_sequences=rs, go_backwards=gb, **kw), x)
+                yf = fd_run(fcls(u, return_sequences=rs, go_backwards=gb, **kw), x, (T, F), ws)
+                np.testing.assert_allclose(yf, yk, atol=2e-6)
+    for mode in ("concat", "sum", "ave", "mul"):
+        yk, ws = keras_out(keras.layers.Bidirectional(
+            keras.layers.LSTM(u, return_sequences=True), merge_mode=mode), x)
+        yf = fd_run(Bidirectional(LSTM(u, return_sequences=True), merge_mode=mode), x,
+                    (T, F), ws)
+        np.testing.assert_allclose(yf, yk, atol=2e-6)
+    V = 9
+    ids = rng.integers(1, V, (m, T))
+    ids[0, :2] = 0
+    ids[1, 4:] = 0
+    ids[2, 3] = 0
+    yk, ws = keras_out(keras.Sequential([keras.layers.Embedding(V, F, mask_zero=True),
+                                         keras.layers.GRU(u, return_sequences=True)]), ids)
+    e = fd_run(Embedding(V, F, mask_zero=True), ids.astype(np.float32), (T,), ws[:1])
+    yf = fd_run(GRU(u, return_sequences=True), e, (T, F), ws[1:], seq=ids != 0)
+    np.testing.assert_allclose(yf, yk, atol=2e-6)
