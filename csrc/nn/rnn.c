@@ -144,20 +144,27 @@ static void pack_b(int64_t k0, int64_t kr, int64_t kt, int64_t n, const float *B
 
 /* Columns [k0, k0+kc) of the packed A (m rows; MR-tall panels of kt columns: panel r at
  * dst + r*kt*MR, column p at + p*MR; zero rows past m) from A (row stride lda; NULL: a
- * column of ones). */
+ * column of ones), times M (same layout as A, ld kc) if given, the product also stored
+ * to out (ld kc) if given. */
 static void pack_a(int64_t m, int64_t k0, int64_t kc, int64_t kt, const float *A, int64_t lda,
-                   int MR, float *dst)
+                   const float *M, float *out, int MR, float *dst)
 {
     for (int64_t r = 0; r * MR < m; r++) {
         float *d = dst + (r * kt + k0) * MR;
         const int64_t mr = m - r * MR < MR ? m - r * MR : MR;
         for (int64_t i = 0; i < mr; i++) {
+            const int64_t row = r * MR + i;
             if (!A) {
                 for (int64_t p = 0; p < kc; p++) d[p * MR + i] = 1.0f;
-                continue;
+            } else if (M) {
+                const float *FD_RESTRICT a = A + row * lda, *FD_RESTRICT mk = M + row * kc;
+                float *FD_RESTRICT o = out + row * kc;
+                for (int64_t p = 0; p < kc; p++) o[p] = a[p] * mk[p];
+                for (int64_t p = 0; p < kc; p++) d[p * MR + i] = o[p];
+            } else {
+                const float *a = A + row * lda;
+                for (int64_t p = 0; p < kc; p++) d[p * MR + i] = a[p];
             }
-            const float *a = A + (r * MR + i) * lda;
-            for (int64_t p = 0; p < kc; p++) d[p * MR + i] = a[p];
         }
         for (int64_t i = mr; i < MR; i++)
             for (int64_t p = 0; p < kc; p++) d[p * MR + i] = 0.0f;
@@ -189,12 +196,12 @@ static void rec_product(const rnn_ws *L, int64_t chunk, int64_t rows, int64_t u,
 {
     const fd_gemm_params *P = &fd_kt->gemm;
     float *ap = L->apack + chunk * L->astride;
-    if (pack) pack_a(rows, 0, u, u, A, lda, P->mr, ap);
+    if (pack) pack_a(rows, 0, u, u, A, lda, NULL, NULL, P->mr, ap);
     mgemm(P, rows, u, u, ap, u, L->bpack + g * L->bstride, u, beta, C, ldc);
 }
 
-/* Forward slots (K = 1 + F + u rows each): g < G: [b_g; W_g; U_g] (GRU h gate: [b_in_h;
- * W_h] only); slot G (GRU): reset_after [b_rh; U_h] (rows 0..u), reset_before U_h.
+/* Forward slots (K = F + 1 + u rows each): g < G: [W_g; b_g; U_g] (GRU h gate: [W_h;
+ * b_in_h] only); slot G (GRU): reset_after [b_rh; U_h] (rows 0..u), reset_before U_h.
  * Backward slots g < G: U_gᵀ (u rows). */
 static void pack_weights(const fd_rnn_desc *d, const rnn_ws *L, const float *W,
                          const float *U, const float *bias, int backward)
@@ -214,9 +221,9 @@ static void pack_weights(const fd_rnn_desc *d, const rnn_ws *L, const float *W,
     }
     for (int64_t g = 0; g < G; g++) {
         float *dst = L->bpack + g * L->bstride;
-        pack_b(0, 1, KB, u, brow + g * u, 0, 1, NR, dst);
-        pack_b(1, F, KB, u, W + g * u, Gu, 1, NR, dst);
-        if (!(gru && g == 2)) pack_b(1 + F, u, KB, u, U + g * u, Gu, 1, NR, dst);
+        pack_b(0, F, KB, u, W + g * u, Gu, 1, NR, dst);
+        pack_b(F, 1, KB, u, brow + g * u, 0, 1, NR, dst);
+        if (!(gru && g == 2)) pack_b(F + 1, u, KB, u, U + g * u, Gu, 1, NR, dst);
     }
     if (gru) {
         float *dst = L->bpack + G * L->bstride;
@@ -248,39 +255,32 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
         const float *hp = s ? L->hs + ((s - 1) * m + b0) * u : NULL;
         float *ht = L->hs + (s * m + b0) * u;
         float *Rt = cell == FD_RNN_GRU ? L->rh + (s * m + b0) * u : NULL;
-        /* the step's products, one micro-kernel pass per gate: [1 | x_t | h_{t-1}] times
-         * the packed [b_g; W_g; U_g] (h_{-1} = 0: K = 1 + F at s = 0) */
+        /* the step's products, one micro-kernel pass per gate: [x_t | 1 | h_{t-1}] times
+         * the packed [W_g; b_g; U_g] (h_{-1} = 0: K = F + 1 at s = 0) */
         const int64_t KB = kb_of(d), F = d->F, Tm = T * m;
-        const int64_t kfull = s ? KB : 1 + F;
+        const int64_t kfull = s ? KB : F + 1;
         float *ap = L->apack + chunk * L->astride;
         const fd_gemm_params *P = &fd_kt->gemm;
         const int Gi = d->n_in_masks > 1 ? d->n_in_masks : 1;
         for (int64_t g = 0; g < G; g++) {
-            const float *A = hp;
-            if (s && Gr) {
-                float *hdg = L->hd + ((g * T + s) * m + b0) * u;
-                const float *dmg = L->dm + (g * m + b0) * u;
-                for (int64_t i = 0; i < nr * u; i++) hdg[i] = hp[i] * dmg[i];
-                A = hdg;
+            if (g == 0 || Gi > 1) {
+                const float *xg = L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F;
+                pack_a(nr, 0, F, KB, xg, F, NULL, NULL, P->mr, ap);
+                pack_a(nr, F, 1, KB, NULL, 0, NULL, NULL, P->mr, ap);
             }
-            const float *xg = L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F;
+            if (s && Gr)   /* h̃ = h_{t-1} ⊙ mask g, packed and kept for dU */
+                pack_a(nr, F + 1, u, KB, hp, u, L->dm + (g * m + b0) * u,
+                       L->hd + ((g * T + s) * m + b0) * u, P->mr, ap);
+            else if (s && g == 0)
+                pack_a(nr, F + 1, u, KB, hp, u, NULL, NULL, P->mr, ap);
             const float *bp = L->bpack + g * L->bstride;
             if (cell == FD_RNN_GRU && g == 2) {
-                if (Gi > 1) pack_a(nr, 1, F, KB, xg, F, P->mr, ap);  /* else: g = 1's */
-                mgemm(P, nr, u, 1 + F, ap, KB, bp, KB, 0.0f, Gt + 2 * u, Gu);
-                if (ra) {   /* rh = [1 | h̃] · [b_rh; U_h] */
-                    pack_a(nr, 0, 1, KB, NULL, 0, P->mr, ap);
-                    if (s) pack_a(nr, 1, u, KB, A, u, P->mr, ap);
-                    mgemm(P, nr, u, s ? 1 + u : 1, ap, KB, L->bpack + G * L->bstride, KB, 0.0f,
-                          Rt, u);
-                }
+                mgemm(P, nr, u, F + 1, ap, KB, bp, KB, 0.0f, Gt + 2 * u, Gu);
+                if (ra)     /* rh = [1 | h̃] · [b_rh; U_h] */
+                    mgemm(P, nr, u, s ? 1 + u : 1, ap + F * P->mr, KB,
+                          L->bpack + G * L->bstride, KB, 0.0f, Rt, u);
                 continue;
             }
-            if (g == 0 || Gi > 1) {
-                pack_a(nr, 0, 1, KB, NULL, 0, P->mr, ap);
-                pack_a(nr, 1, F, KB, xg, F, P->mr, ap);
-            }
-            if (s && (g == 0 || Gr)) pack_a(nr, 1 + F, u, KB, A, u, P->mr, ap);
             mgemm(P, nr, u, kfull, ap, KB, bp, KB, 0.0f, Gt + g * u, Gu);
         }
         /* gate kernels */
@@ -293,7 +293,7 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
                 for (int64_t r = 0; r < nr; r++)
                     for (int64_t j = 0; j < u; j++)
                         Rt[r * u + j] = Gt[r * Gu + u + j] * hh[r * u + j];
-                pack_a(nr, 0, u, KB, Rt, u, P->mr, ap);
+                pack_a(nr, 0, u, KB, Rt, u, NULL, NULL, P->mr, ap);
                 mgemm(P, nr, u, u, ap, KB, L->bpack + G * L->bstride, KB, 1.0f, Gt + 2 * u, Gu);
             } else {
                 memset(Rt, 0, (size_t)(nr * u) * sizeof(float));
