@@ -33,6 +33,7 @@
 
 typedef struct {
     float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
+    float *dwt;     /* dWᵀ (few input features)                                        */
     float *bpack;   /* [G] packed U_g (forward) or U_gᵀ (backward) micro-kernel panels  */
     float *apack;   /* [chunk] packed A panels of the step's recurrent product          */
     int64_t bstride, astride;
@@ -74,6 +75,7 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(dc, m * u);
     TAKE(tmp, m * u > F ? m * u : F);
     TAKE(rt, m * 4 * u);
+    TAKE(dwt, G * u * F);
     {
         const int64_t KB = 1 + F + u;   /* [1 | x_t | h_{t-1}]: bias, input, recurrent */
         const int64_t bs = (u + FD_RNN_MAX_NR - 1) / FD_RNN_MAX_NR * FD_RNN_MAX_NR * KB;
@@ -506,11 +508,26 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
         fd_fp_exit(fpi);
     }
     /* dW = xtᵀ · dz over all T·m rows */
-    if (Gi == 1) {
-        gemm(1, 0, F, Gu, Tm, L.xt, F, L.gates, Gu, 0.0f, dW, Gu);
+    if (F > 32) {
+        if (Gi == 1) {
+            gemm(1, 0, F, Gu, Tm, L.xt, F, L.gates, Gu, 0.0f, dW, Gu);
+        } else {
+            for (int64_t g = 0; g < G; g++)
+                gemm(1, 0, F, u, Tm, L.xt + g * Tm * F, F, L.gates + g * u, Gu, 0.0f,
+                     dW + g * u, Gu);
+        }
     } else {
-        for (int64_t g = 0; g < G; g++)
-            gemm(1, 0, F, u, Tm, L.xt + g * Tm * F, F, L.gates + g * u, Gu, 0.0f, dW + g * u, Gu);
+        /* few input features: dWᵀ (G·u × F) = dzᵀ · xt has the long side in the GEMM's
+         * rows (a narrow output would stream all of dz once per 14 rows of dW) */
+        if (Gi == 1) {
+            gemm(1, 0, Gu, F, Tm, L.gates, Gu, L.xt, F, 0.0f, L.dwt, F);
+        } else {
+            for (int64_t g = 0; g < G; g++)
+                gemm(1, 0, u, F, Tm, L.gates + g * u, Gu, L.xt + g * Tm * F, F, 0.0f,
+                     L.dwt + g * u * F, F);
+        }
+        for (int64_t f = 0; f < F; f++)
+            for (int64_t j = 0; j < Gu; j++) dW[f * Gu + j] = L.dwt[j * F + f];
     }
     /* dU = Σ_{t>=1} h̃_{t-1}ᵀ · dz_t: one GEMM over the (T-1)·m stacked rows */
     if (T > 1) {
