@@ -33,7 +33,9 @@
 
 typedef struct {
     float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
-    float *dwt;     /* dWᵀ (few input features)                                        */
+    float *gw, *gu, *gb;        /* per chunk: partial dW, dU, db (summed in chunk order)    */
+    float *gbpack, *gapack;     /* per chunk: packed dz_t (B) and x_tᵀ / h̃_{t-1}ᵀ (A)        */
+    int64_t gbslot, gastride;
     float *bpack;   /* [G] packed U_g (forward) or U_gᵀ (backward) micro-kernel panels  */
     float *apack;   /* [chunk] packed A panels of the step's recurrent product          */
     int64_t bstride, astride;
@@ -75,7 +77,6 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(dc, m * u);
     TAKE(tmp, m * u > F ? m * u : F);
     TAKE(rt, m * 4 * u);
-    TAKE(dwt, G * u * F);
     {
         const int64_t KB = 1 + F + u;   /* [1 | x_t | h_{t-1}]: bias, input, recurrent */
         const int64_t bs = (u + FD_RNN_MAX_NR - 1) / FD_RNN_MAX_NR * FD_RNN_MAX_NR * KB;
@@ -85,6 +86,15 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
         if (L) { L->bstride = bs; L->astride = as; }
         TAKE(bpack, (G + 1) * bs);
         TAKE(apack, nc * as);
+        const int64_t sb = (u + FD_RNN_MAX_NR - 1) / FD_RNN_MAX_NR * FD_RNN_MAX_NR * rows;
+        const int64_t mx = F > u ? F : u;
+        const int64_t ga = (mx + FD_RNN_MAX_MR - 1) / FD_RNN_MAX_MR * FD_RNN_MAX_MR * rows;
+        if (L) { L->gbslot = sb; L->gastride = ga; }
+        TAKE(gw, nc * F * G * u);
+        TAKE(gu, nc * u * G * u);
+        TAKE(gb, nc * 2 * G * u);
+        TAKE(gbpack, nc * (G + 1) * sb);
+        TAKE(gapack, nc * ga);
     }
 #undef TAKE
     return off;
@@ -389,6 +399,66 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
 }
 
 /* ----------------------------------------------------------------- backward */
+/* The weight gradients of step s for a chunk, while dz_t is in cache: dW += x_tᵀ·dz_t,
+ * dU += h̃_{t-1}ᵀ·dz_t, db += colsum(dz_t), into the chunk's partial sums (added in chunk
+ * order after the loop: the same bits for any thread count). */
+static void pack_at(int64_t mm, int64_t k, const float *X, int64_t ldx, int MR, float *dst)
+{
+    for (int64_t r = 0; r * MR < mm; r++) {
+        float *d = dst + r * k * MR;
+        const int64_t i0 = r * MR, w = mm - i0 < MR ? mm - i0 : MR;
+        for (int64_t p = 0; p < k; p++) {
+            const float *x = X + p * ldx + i0;
+            for (int64_t i = 0; i < w; i++) d[p * MR + i] = x[i];
+            for (int64_t i = w; i < MR; i++) d[p * MR + i] = 0.0f;
+        }
+    }
+}
+
+static void grads_step(const fd_rnn_desc *d, const rnn_ws *L, int64_t chunk, int64_t s,
+                       int64_t b0, int64_t nr, const float *Gt, const float *Rt,
+                       const float *hp)
+{
+    const fd_gemm_params *P = &fd_kt->gemm;
+    const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
+    const int gru = d->cell == FD_RNN_GRU, ra = d->reset_after;
+    const int NR = P->nr, MR = P->mr;
+    const int64_t sb = L->gbslot;
+    float *bp = L->gbpack + chunk * (G + 1) * sb, *ap = L->gapack + chunk * L->gastride;
+    float *gw = L->gw + chunk * F * Gu, *gu = L->gu + chunk * u * Gu;
+    float *gb = L->gb + chunk * 2 * Gu;
+    for (int64_t g = 0; g < G; g++) pack_b(0, nr, nr, u, Gt + g * u, Gu, 1, NR, bp + g * sb);
+    if (gru && ra) pack_b(0, nr, nr, u, Rt, u, 1, NR, bp + G * sb);
+    for (int64_t g = 0; g < G; g++) {
+        if (g == 0 || Gi > 1)
+            pack_at(F, nr, L->xt + (Gi > 1 ? g : 0) * T * m * F + (s * m + b0) * F, F, MR, ap);
+        mgemm(P, F, u, nr, ap, nr, bp + g * sb, nr, 1.0f, gw + g * u, Gu);
+    }
+    if (s > 0) {
+        const float *last = NULL;
+        for (int64_t g = 0; g < G; g++) {
+            const float *H = Gr ? L->hd + ((g * T + s) * m + b0) * u : hp;
+            int64_t slot = g;
+            if (gru && g == 2) {
+                if (ra) slot = G;
+                else H = Rt;          /* A3 = r ⊙ h̃_{t-1}, times da */
+            }
+            if (H != last) pack_at(u, nr, H, u, MR, ap);
+            last = H;
+            mgemm(P, u, u, nr, ap, nr, bp + slot * sb, nr, 1.0f, gu + g * u, Gu);
+        }
+    }
+    for (int64_t r = 0; r < nr; r++) {
+        const float *FD_RESTRICT z = Gt + r * Gu;
+        for (int64_t j = 0; j < Gu; j++) gb[j] += z[j];
+        if (gru && ra) {
+            const float *FD_RESTRICT q = Rt + r * u;
+            for (int64_t j = 0; j < u; j++) gb[Gu + j] += q[j];
+        }
+    }
+}
+
 static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn_ws *L,
                            const float *dy, int64_t chunk, int64_t b0, int64_t b1)
 {
@@ -399,6 +469,9 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
     float *TMP = L->tmp + b0 * u;
     memset(DH, 0, (size_t)(nr * u) * sizeof(float));
     memset(DC, 0, (size_t)(nr * u) * sizeof(float));
+    memset(L->gw + chunk * d->F * Gu, 0, (size_t)(d->F * Gu) * sizeof(float));
+    memset(L->gu + chunk * u * Gu, 0, (size_t)(u * Gu) * sizeof(float));
+    memset(L->gb + chunk * 2 * Gu, 0, (size_t)(2 * Gu) * sizeof(float));
     for (int64_t s = T - 1; s >= 0; s--) {
         if (d->return_sequences) {
             for (int64_t r = 0; r < nr; r++) {
@@ -458,6 +531,7 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
                     memset(Gt + r * Gu + u, 0, (size_t)u * sizeof(float));
             }
         }
+        grads_step(d, L, chunk, s, b0, nr, Gt, Rt, hp);
         if (s > 0) {
             for (int64_t g = 0; g < G; g++) {
                 const float *src;
@@ -492,7 +566,7 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
     rnn_ws L;
     layout(d, ws, &L);
     const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell), Gu = G * u;
-    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
+    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1;
     const int64_t Tm = T * m;
     const int cell = d->cell, ra = d->reset_after;
     int64_t nc, rows;
@@ -507,55 +581,29 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
         chunk_backward(d, K, &L, dy, c, b0, b1);
         fd_fp_exit(fpi);
     }
-    /* dW = xtᵀ · dz over all T·m rows */
-    if (F > 32) {
-        if (Gi == 1) {
-            gemm(1, 0, F, Gu, Tm, L.xt, F, L.gates, Gu, 0.0f, dW, Gu);
+    /* dW, dU, db: the chunks' partial sums, added in chunk order */
+    for (int64_t c = 0; c < nc; c++) {
+        const float *gw = L.gw + c * F * Gu, *gu = L.gu + c * u * Gu, *gb = L.gb + c * 2 * Gu;
+        if (c == 0) {
+            memcpy(dW, gw, (size_t)(F * Gu) * sizeof(float));
+            memcpy(dU, gu, (size_t)(u * Gu) * sizeof(float));
         } else {
-            for (int64_t g = 0; g < G; g++)
-                gemm(1, 0, F, u, Tm, L.xt + g * Tm * F, F, L.gates + g * u, Gu, 0.0f,
-                     dW + g * u, Gu);
+            for (int64_t i = 0; i < F * Gu; i++) dW[i] += gw[i];
+            for (int64_t i = 0; i < u * Gu; i++) dU[i] += gu[i];
         }
-    } else {
-        /* few input features: dWᵀ (G·u × F) = dzᵀ · xt has the long side in the GEMM's
-         * rows (a narrow output would stream all of dz once per 14 rows of dW) */
-        if (Gi == 1) {
-            gemm(1, 0, Gu, F, Tm, L.gates, Gu, L.xt, F, 0.0f, L.dwt, F);
-        } else {
-            for (int64_t g = 0; g < G; g++)
-                gemm(1, 0, u, F, Tm, L.gates + g * u, Gu, L.xt + g * Tm * F, F, 0.0f,
-                     L.dwt + g * u * F, F);
-        }
-        for (int64_t f = 0; f < F; f++)
-            for (int64_t j = 0; j < Gu; j++) dW[f * Gu + j] = L.dwt[j * F + f];
-    }
-    /* dU = Σ_{t>=1} h̃_{t-1}ᵀ · dz_t: one GEMM over the (T-1)·m stacked rows */
-    if (T > 1) {
-        const int64_t K1 = (T - 1) * m;
-        for (int64_t g = 0; g < G; g++) {
-            const float *A = Gr ? L.hd + (g * T + 1) * m * u : L.hs;
-            const float *B = L.gates + m * Gu + g * u;
-            int64_t ldb = Gu, n = u;
-            if (!Gr && cell != FD_RNN_GRU) { n = Gu; }           /* all gates at once */
-            if (!Gr && cell == FD_RNN_GRU && g < 2) { n = 2 * u; }
-            if (cell == FD_RNN_GRU && g == 2) {
-                if (ra) { B = L.rh + m * u; ldb = u; }
-                else { A = L.rh + m * u; }
+        if (db) {
+            float *FD_RESTRICT o = db;
+            if (c == 0) for (int64_t j = 0; j < Gu; j++) o[j] = gb[j];
+            else for (int64_t j = 0; j < Gu; j++) o[j] += gb[j];
+            if (cell == FD_RNN_GRU && ra) {
+                float *FD_RESTRICT o2 = db + Gu + 2 * u;
+                if (c == 0) for (int64_t j = 0; j < u; j++) o2[j] = gb[Gu + j];
+                else for (int64_t j = 0; j < u; j++) o2[j] += gb[Gu + j];
             }
-            gemm(1, 0, u, n, K1, A, u, B, ldb, 0.0f, dU + g * u, Gu);
-            if (n == Gu) break;
-            if (n == 2 * u) g++;
-        }
-    } else {
-        memset(dU, 0, (size_t)(u * Gu) * sizeof(float));
-    }
-    if (db) {
-        fd_colsum_f32(Tm, Gu, db, L.gates, 1.0f, 0.0f);
-        if (cell == FD_RNN_GRU && ra) {
-            for (int64_t j = 0; j < 2 * u; j++) db[Gu + j] = db[j];
-            fd_colsum_f32(Tm, u, db + Gu + 2 * u, L.rh, 1.0f, 0.0f);
         }
     }
+    if (db && cell == FD_RNN_GRU && ra)
+        for (int64_t j = 0; j < 2 * u; j++) db[Gu + j] = db[j];
     if (dx) {
         if (Gi == 1)
             gemm(0, 1, Tm, F, Gu, L.gates, Gu, W, Gu, 0.0f, L.xt, F);
