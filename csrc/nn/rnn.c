@@ -3,8 +3,9 @@
  * The time loop runs per chunk of batch rows: a sample's recurrence never reads another
  * sample, so chunks are independent and run in parallel with no barrier.  The chunking
  * depends on m only (never on the thread count) and every GEMM's path depends only on its
- * shape, so results are bitwise identical for any thread count.  GEMMs called inside the
- * parallel region run single-threaded (nested regions are inactive).
+ * shape, so results are bitwise identical for any thread count.  The per-step products
+ * call the GEMM micro-kernel directly (fd_kt->gemm.ukr) on operands packed here, one
+ * thread per chunk.
  *
  * Workspace (floats, time-major, row (t, b) = t*m + b):
  *   xt    [Gi][T][m][F]  inputs in processing order (reversed if go_backwards), times the
@@ -18,10 +19,13 @@
  *   dm    [Gr][m][u]     the recurrent masks as floats (0 or 1/(1-rate))
  *   beff  [G*u]          the bias row of the packed weights (GRU reset_after: b_in +
  *                        [b_rz, b_rr, 0])
- *   bpack [G+1]          packed micro-kernel panels: forward [b_g; W_g; U_g] per gate (the
- *                        input projection is fused into each step's product), backward U_gᵀ
- *   apack [chunk]        the packed [1 | x_t | h_{t-1}] rows of a chunk
- *   dh, dhp, dc, tmp [m][u], rt [m][4u]   backward carries and row scratch */
+ *   bpack [G+1]          packed micro-kernel panels: forward [W_g; b_g; U_g] per gate (the
+ *                        input projection is fused into each step's product; slot G: GRU's
+ *                        [b_rh; U_h] or U_h), backward U_gᵀ
+ *   apack [chunk]        the packed [x_t | 1 | h̃_{t-1}] rows of a chunk
+ *   dh, dhp, dc, tmp [m][u], rt [m][4u]   backward carries and row scratch
+ *   gw, gu, gb [chunk]   partial dW, dU, db; gbpack, gapack [chunk]: packed dz_t, x_tᵀ,
+ *                        h̃_{t-1}ᵀ of the per-step weight-gradient products */
 #include "rnn.h"
 #include "rnn_gates_impl.h"
 #include "../internal.h"

@@ -6,14 +6,18 @@
  * bias (G·u,) — GRU reset_after: (2, 3u) = input bias, recurrent bias.
  *
  * Workspace (fd_rnn_workspace_floats) is time-major: step t's rows are [t·m, (t+1)·m).
- *   - the input projection of all steps is one GEMM over T·m rows (one per gate when the
- *     input dropout masks differ per gate);
  *   - the time loop runs per chunk of rows (chunks depend on m only), chunks in parallel
- *     (a sample's recurrence never touches another sample): per step a recurrent GEMM
- *     h_{t-1}·U into the step's gate pre-activations, then one fused per-ISA gate kernel;
- *   - backward through time with the gate values cached by forward; dW, dU, db as GEMMs
- *     / column sums over all steps at once (K = T·m, never split): bitwise identical for
- *     any thread count.
+ *     (a sample's recurrence never touches another sample);
+ *   - per step and gate one pass of the GEMM micro-kernel: [x_t | 1 | h̃_{t-1}] times the
+ *     packed [W_g; b_g; U_g] (packed once per call) gives the gate pre-activations: the
+ *     input projection is fused into the recurrent product.  (A separate projection GEMM
+ *     over all T·m rows was measured first: with K = F = 28 it is bound by writing and
+ *     re-reading the T·m × 4u result, ~70 GFLOP/s, a quarter of the forward time.)
+ *     Then one fused per-ISA gate kernel (sigmoid, tanh, cell update, output);
+ *   - backward through time with the gate values cached by forward; per step dh_{t-1} =
+ *     dz_t·Uᵀ (micro-kernel, Uᵀ packed once) and, while dz_t is in cache, dW += x_tᵀ·dz_t,
+ *     dU += h̃_{t-1}ᵀ·dz_t, db += colsum(dz_t) into per-chunk partial sums that are added
+ *     in chunk order: bitwise identical for any thread count; dx as one GEMM over T·m rows.
  * Dropout masks are bit-packed (numpy.packbits little order), one (m × F) mask per input
  * part and one (m × u) per recurrent part, reused at every step (variational dropout).
  * seq: (m, T) uint8, 1 = real step, 0 = masked (state and output carry over), or NULL. */

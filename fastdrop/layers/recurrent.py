@@ -2,9 +2,11 @@
 stages: Embedding, SimpleRNN, LSTM, GRU, Bidirectional, GlobalAveragePooling1D,
 GlobalMaxPooling1D.
 
-The time loop runs in C (``csrc/nn/rnn.c``): the input projection of all steps is one
-GEMM, then per step a recurrent GEMM and one fused gate kernel; backward through time in
-C with the gate values cached in the stage workspace.  Python never loops over steps.
+The time loop runs in C (``csrc/nn/rnn.c``, see ``csrc/nn/rnn.h``): per step and gate one
+GEMM micro-kernel pass over [x_t | 1 | h_{t-1}] times the packed [W; b; U] (the input
+projection fused into the recurrent product), then one fused gate kernel; backward through
+time in C with the gate values cached in the stage workspace, the weight gradients
+accumulated per step in a fixed order.  Python never loops over steps.
 
 Variational dropout as Keras 3 (keras/src/layers/rnn/{lstm,gru,simple_rnn}.py and
 dropout_rnn_cell.py, read 2026-12): masks are drawn once per sequence per call and
