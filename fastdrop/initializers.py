@@ -64,8 +64,27 @@ def ones(shape, rng=None):
     return np.ones(shape, np.float32)
 
 
+def orthogonal(shape, rng):
+    """Keras Orthogonal(gain=1): QR of a normal matrix, sign-corrected by diag(R); rows
+    orthonormal when rows < cols (e.g. a recurrent kernel (u, 4u))."""
+    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    cols = shape[-1]
+    a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return np.ascontiguousarray(q.reshape(shape), dtype=np.float32)
+
+
+def uniform(shape, rng):
+    """Keras RandomUniform(-0.05, 0.05) (the Embedding default)."""
+    return rng.uniform(-0.05, 0.05, shape).astype(np.float32)
+
+
 _ALL = {f.__name__: f for f in (glorot_uniform, glorot_normal, he_uniform, he_normal,
-                                 lecun_normal, lecun_uniform, zeros, ones)}
+                                 lecun_normal, lecun_uniform, zeros, ones, orthogonal,
+                                 uniform)}
 
 
 def get(name):

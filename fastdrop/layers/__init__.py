@@ -14,10 +14,14 @@ LAYER_TYPES = {c.__name__: c for c in (Dense, Dropout, GaussianDropout, AlphaDro
 
 from .conv import (AveragePooling2D, BatchNormalization, Conv2D,  # noqa: E402
                    GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D, SpatialDropout2D)
+from .recurrent import (GRU, LSTM, Bidirectional, Embedding,  # noqa: E402
+                        GlobalAveragePooling1D, GlobalMaxPooling1D, SimpleRNN)
 
 _CONV = (Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
          SpatialDropout2D, BatchNormalization)
-LAYER_TYPES.update({c.__name__: c for c in _CONV})
+_RNN = (Embedding, SimpleRNN, LSTM, GRU, Bidirectional, GlobalAveragePooling1D,
+        GlobalMaxPooling1D)
+LAYER_TYPES.update({c.__name__: c for c in _CONV + _RNN})
 
 
 def _register(*classes):
@@ -27,4 +31,4 @@ def _register(*classes):
 
 
 __all__ = ["Layer", "Variable", "Dense", "Dropout", "GaussianDropout", "AlphaDropout",
-           "Activation", "ReLU", "Flatten", "Reshape", "Input", "InputLayer", "LAYER_TYPES"] + [c.__name__ for c in _CONV]
+           "Activation", "ReLU", "Flatten", "Reshape", "Input", "InputLayer", "LAYER_TYPES"] + [c.__name__ for c in _CONV + _RNN]
