@@ -31,12 +31,12 @@ extern "C" {
 #endif
 
 enum { FD_RNN_SIMPLE = 0, FD_RNN_LSTM = 1, FD_RNN_GRU = 2 };
-enum { FD_ACT_LINEAR = 0, FD_ACT_TANH = 1, FD_ACT_SIGMOID = 2, FD_ACT_RELU = 3,
-       FD_ACT_HARD_SIGMOID = 4 };
+enum { FD_RNN_ACT_LINEAR = 0, FD_RNN_ACT_TANH = 1, FD_RNN_ACT_SIGMOID = 2, FD_RNN_ACT_RELU = 3,
+       FD_RNN_ACT_HARD_SIGMOID = 4 };
 
 typedef struct {
     int cell;             /* FD_RNN_*                                                   */
-    int act, rec_act;     /* activation, recurrent_activation (FD_ACT_*)                */
+    int act, rec_act;     /* activation, recurrent_activation (FD_RNN_ACT_*)            */
     int reset_after;      /* GRU                                                        */
     int go_backwards;
     int return_sequences;

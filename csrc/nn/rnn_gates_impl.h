@@ -106,16 +106,16 @@ static inline float rg_hard_sigmoid(float x) {
 static void FD_RG(rg_act)(int kind, int64_t n, float *FD_RESTRICT y,
                           const float *FD_RESTRICT x) {
     switch (kind) {
-    case FD_ACT_TANH:
+    case FD_RNN_ACT_TANH:
         for (int64_t j = 0; j < n; j++) y[j] = rg_tanh(x[j]);
         break;
-    case FD_ACT_SIGMOID:
+    case FD_RNN_ACT_SIGMOID:
         for (int64_t j = 0; j < n; j++) y[j] = rg_sigmoid(x[j]);
         break;
-    case FD_ACT_RELU:
+    case FD_RNN_ACT_RELU:
         for (int64_t j = 0; j < n; j++) y[j] = x[j] > 0.0f ? x[j] : 0.0f;
         break;
-    case FD_ACT_HARD_SIGMOID:
+    case FD_RNN_ACT_HARD_SIGMOID:
         for (int64_t j = 0; j < n; j++) y[j] = rg_hard_sigmoid(x[j]);
         break;
     default:
@@ -127,16 +127,16 @@ static void FD_RG(rg_act)(int kind, int64_t n, float *FD_RESTRICT y,
 /* in-place variant (y == x allowed): the restrict version needs distinct arrays */
 static void FD_RG(rg_act_ip)(int kind, int64_t n, float *y) {
     switch (kind) {
-    case FD_ACT_TANH:
+    case FD_RNN_ACT_TANH:
         for (int64_t j = 0; j < n; j++) y[j] = rg_tanh(y[j]);
         break;
-    case FD_ACT_SIGMOID:
+    case FD_RNN_ACT_SIGMOID:
         for (int64_t j = 0; j < n; j++) y[j] = rg_sigmoid(y[j]);
         break;
-    case FD_ACT_RELU:
+    case FD_RNN_ACT_RELU:
         for (int64_t j = 0; j < n; j++) y[j] = y[j] > 0.0f ? y[j] : 0.0f;
         break;
-    case FD_ACT_HARD_SIGMOID:
+    case FD_RNN_ACT_HARD_SIGMOID:
         for (int64_t j = 0; j < n; j++) y[j] = rg_hard_sigmoid(y[j]);
         break;
     default:
@@ -153,16 +153,16 @@ static void FD_RG(rg_act_any)(int kind, int64_t n, float *y, const float *x) {
 static void FD_RG(rg_dact)(int kind, int64_t n, float *d, const float *dy,
                            const float *y) {
     switch (kind) {
-    case FD_ACT_TANH:
+    case FD_RNN_ACT_TANH:
         for (int64_t j = 0; j < n; j++) d[j] = dy[j] * (1.0f - y[j] * y[j]);
         break;
-    case FD_ACT_SIGMOID:
+    case FD_RNN_ACT_SIGMOID:
         for (int64_t j = 0; j < n; j++) d[j] = dy[j] * (y[j] * (1.0f - y[j]));
         break;
-    case FD_ACT_RELU:
+    case FD_RNN_ACT_RELU:
         for (int64_t j = 0; j < n; j++) d[j] = y[j] > 0.0f ? dy[j] : 0.0f;
         break;
-    case FD_ACT_HARD_SIGMOID:
+    case FD_RNN_ACT_HARD_SIGMOID:
         for (int64_t j = 0; j < n; j++)
             d[j] = (y[j] > 0.0f && y[j] < 1.0f) ? dy[j] * (1.0f / 6.0f) : 0.0f;
         break;
@@ -253,7 +253,7 @@ static void FD_RG(gru_ra_fwd)(int64_t u, int act, int rec, float *g,
                               const float *FD_RESTRICT rh, const float *hp,
                               float *FD_RESTRICT h) {
     float *FD_RESTRICT gz = g, *FD_RESTRICT gr = g + u, *FD_RESTRICT gh = g + 2 * u;
-    if (rec == FD_ACT_SIGMOID && act == FD_ACT_TANH) {
+    if (rec == FD_RNN_ACT_SIGMOID && act == FD_RNN_ACT_TANH) {
         for (int64_t j = 0; j < u; j++) {
             const float z = rg_sigmoid(gz[j]), r = rg_sigmoid(gr[j]);
             const float hh = rg_tanh(gh[j] + r * rh[j]);
@@ -307,7 +307,7 @@ static void FD_RG(gru_ra_bwd_gen)(int64_t u, int act, int rec, float *g, float *
 
 static void FD_RG(gru_ra_bwd_any)(int64_t u, int act, int rec, float *g, float *rh,
                                   const float *hp, const float *dh, float *dhp, float *tmp) {
-    if (rec == FD_ACT_SIGMOID && act == FD_ACT_TANH)
+    if (rec == FD_RNN_ACT_SIGMOID && act == FD_RNN_ACT_TANH)
         FD_RG(gru_ra_bwd)(u, g, rh, hp, dh, dhp);
     else
         FD_RG(gru_ra_bwd_gen)(u, act, rec, g, rh, hp, dh, dhp, tmp);
