@@ -170,8 +170,8 @@ def test_build_model_kinds():
             continue
         if not getattr(m, "built", False):
             m.build((28, 28, 1) if kind == "cnn" else (28, 28))
-        # Keras mnist_convnet: 34,826 parameters; LSTM(128) + Dense(10): 82,186
-        assert m.count_params() == {"cnn": 34826, "lstm": 82186}[kind]
+        # Keras mnist_convnet: 34,826 parameters; LSTM(128) + Dense(10): 81,674 (as Keras 3 counts them)
+        assert m.count_params() == {"cnn": 34826, "lstm": 81674}[kind]
 
 
 def test_missing_layers_are_a_clear_message(monkeypatch, capsys):
