@@ -45,8 +45,14 @@ typedef struct {
     int64_t bstride, astride;
 } rnn_ws;
 
-#define FD_RNN_MAX_MR 16
-#define FD_RNN_MAX_NR 32
+/* Packed panels of r rows take ceil(r / mr) * mr rows for the micro-kernel in use
+ * (14x32 on AVX-512, 6x16 on AVX2, 6x8 portable); the workspace is sized for any of them
+ * (the path may change between allocation and call): rows padded to pad_mr, columns to
+ * multiples of 32 (every nr divides 32). */
+#define FD_RNN_MR_BOUND 16
+#define FD_RNN_NR_ALL 32
+static inline int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
+static inline int64_t pad_mr(int64_t x) { return round_up(x, FD_RNN_MR_BOUND) + FD_RNN_MR_BOUND; }
 
 static int gates_of(int cell) { return cell == FD_RNN_LSTM ? 4 : cell == FD_RNN_GRU ? 3 : 1; }
 
@@ -83,16 +89,16 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(rt, m * 4 * u);
     {
         const int64_t KB = 1 + F + u;   /* [1 | x_t | h_{t-1}]: bias, input, recurrent */
-        const int64_t bs = (u + FD_RNN_MAX_NR - 1) / FD_RNN_MAX_NR * FD_RNN_MAX_NR * KB;
+        const int64_t bs = round_up(u, FD_RNN_NR_ALL) * KB;
         int64_t nc, rows;
         chunking(m, &nc, &rows);
-        const int64_t as = ((rows + FD_RNN_MAX_MR - 1) / FD_RNN_MAX_MR * FD_RNN_MAX_MR) * KB;
+        const int64_t as = pad_mr(rows) * KB;
         if (L) { L->bstride = bs; L->astride = as; }
         TAKE(bpack, (G + 1) * bs);
         TAKE(apack, nc * as);
-        const int64_t sb = (u + FD_RNN_MAX_NR - 1) / FD_RNN_MAX_NR * FD_RNN_MAX_NR * rows;
+        const int64_t sb = round_up(u, FD_RNN_NR_ALL) * rows;
         const int64_t mx = F > u ? F : u;
-        const int64_t ga = (mx + FD_RNN_MAX_MR - 1) / FD_RNN_MAX_MR * FD_RNN_MAX_MR * rows;
+        const int64_t ga = pad_mr(mx) * rows;
         if (L) { L->gbslot = sb; L->gastride = ga; }
         TAKE(gw, nc * F * G * u);
         TAKE(gu, nc * u * G * u);
