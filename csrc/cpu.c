@@ -1,5 +1,6 @@
 /* cpu.c — CPU feature detection (cpuid + xgetbv), the kernel table, threads. */
 #include "internal.h"
+#include "fpenv.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +23,9 @@
 static fd_kernel_table tables[FD_ISA_COUNT];
 static int table_ok[FD_ISA_COUNT];
 static int cpu_ok[FD_ISA_COUNT];
-static int initialized = 0;
+static int init_state = 0; /* 0 not started, 1 running, 2 done (__atomic) */
 static const char *env_error = NULL;
-const fd_kernel_table *fd_kt = NULL;
+const fd_kernel_table *_Atomic fd_kt = NULL;
 
 static const char *names[FD_ISA_COUNT] = {"ref", "avx2", "avx512"};
 
@@ -61,8 +62,24 @@ static void detect(void) {
 #endif
 }
 
+static void init_once(void);
+
+/* Thread-safe and idempotent: the first caller fills the tables, concurrent callers wait
+ * for it (a few microseconds, once per process). */
 void fd_init(void) {
-    if (initialized) return;
+    if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2) return;
+    int expect = 0;
+    if (__atomic_compare_exchange_n(&init_state, &expect, 1, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+        init_once();
+        __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
+        return;
+    }
+    while (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2) {
+    }
+}
+
+static void init_once(void) {
     detect();
     static const fd_kernel_table t_ref = FD_TABLE(ref);
     tables[FD_ISA_REF] = t_ref;
@@ -83,7 +100,7 @@ void fd_init(void) {
     int best = FD_ISA_REF;
     for (int i = 0; i < FD_ISA_COUNT; i++)
         if (table_ok[i] && cpu_ok[i]) best = i;
-    fd_kt = &tables[best];
+    const fd_kernel_table *chosen = &tables[best];
     const char *env = getenv("FASTDROP_ISA");
     if (env && *env) {
         int want = -1;
@@ -96,9 +113,9 @@ void fd_init(void) {
         else if (!cpu_ok[want])
             env_error = "FASTDROP_ISA names a path this CPU or OS does not support";
         else
-            fd_kt = &tables[want];
+            chosen = &tables[want];
     }
-    initialized = 1;
+    fd_kt = chosen;
 }
 
 const char *fd_isa_env_error(void) { return env_error; }
@@ -113,7 +130,7 @@ int fd_isa_set(int isa) {
 }
 
 /* ------------------------------------------------------------------ threads */
-static int user_threads = 0;
+static int user_threads = 0; /* __atomic */
 
 int fd_openmp_enabled(void) {
 #ifdef _OPENMP
@@ -123,11 +140,12 @@ int fd_openmp_enabled(void) {
 #endif
 }
 
-void fd_set_num_threads(int n) { user_threads = n > 0 ? n : 0; }
+void fd_set_num_threads(int n) { __atomic_store_n(&user_threads, n > 0 ? n : 0, __ATOMIC_RELAXED); }
 
 int fd_get_num_threads(void) {
 #ifdef _OPENMP
-    if (user_threads > 0) return user_threads;
+    const int u = __atomic_load_n(&user_threads, __ATOMIC_RELAXED);
+    if (u > 0) return u;
     return omp_get_max_threads();
 #else
     return 1;
@@ -152,4 +170,20 @@ void fd_set_flush_denormals(int on) {
 
 int fd_get_flush_denormals(void) {
     return __atomic_load_n(&fd_flush_denormals_flag, __ATOMIC_RELAXED);
+}
+
+long fd_get_mxcsr(void) {
+#ifdef FD_HAVE_MXCSR
+    return (long)_mm_getcsr();
+#else
+    return -1;
+#endif
+}
+
+void fd_set_mxcsr(unsigned value) {
+#ifdef FD_HAVE_MXCSR
+    _mm_setcsr(value);
+#else
+    (void)value;
+#endif
 }

@@ -6,7 +6,13 @@
  *     is p[r * ld + c].  Sizes and leading dimensions are int64_t.
  *   - Names: fd_<op>_f32(n, out, in...) — length first, outputs before inputs.
  *   - Kernels never allocate per call except GEMM's packing buffers (thread-local,
- *     grown on demand, freed by fd_release_buffers()).
+ *     grown on demand, freed by fd_release_buffers()).  A kernel that allocates returns
+ *     an int status (0 ok, -1 out of memory); nothing aborts.
+ *   - Floating point: inside every kernel, on every thread running it, subnormals are
+ *     flushed to zero (FTZ + DAZ) unless fd_set_flush_denormals(0); the caller's MXCSR
+ *     is restored before return (fpenv.h).
+ *   - Threads: work is cut into independent chunks claimed by the calling thread and by
+ *     helper threads (pool.c); a helper that starts late is never waited for.
  *   - Inputs are validated by the Python layer; the C layer trusts sizes and pointers.
  *   - Results are bitwise identical for any thread count on the same ISA path:
  *     no reduction is ever split across threads.
@@ -41,6 +47,9 @@ int  fd_get_num_threads(void);            /* set value, else OMP default, else 1
  * state restored on exit; default on).  See fpenv.h. */
 void fd_set_flush_denormals(int on);
 int  fd_get_flush_denormals(void);
+long fd_get_mxcsr(void);                   /* the calling thread's MXCSR; -1 if not x86 */
+void fd_set_mxcsr(unsigned value);         /* (tests) no-op if not x86                  */
+int  fd_pool_active(void);                 /* 1: fastdrop's own helper threads (Linux)  */
 
 /* -------------------------------------------------------------------- GEMM */
 /* Optional epilogue applied to each output element after the full K sum:
@@ -57,11 +66,15 @@ typedef struct {
 /* C(m×n) = alpha·op(A)·op(B) + beta·C,  op(A) is m×k, op(B) is k×n.
  * trans_a = 0: A stored m×k (lda >= k); trans_a = 1: A stored k×m (lda >= m).
  * trans_b = 0: B stored k×n (ldb >= n); trans_b = 1: B stored n×k (ldb >= k).
- * beta == 0 never reads C (NaN in C does not propagate).  ep may be NULL. */
-void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+ * beta == 0 never reads C (NaN in C does not propagate).  ep may be NULL.
+ * Returns 0, or -1 if a packing buffer could not be allocated (C is then unspecified;
+ * nothing else is affected and the call may be retried). */
+int  fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const float *a, int64_t lda,
               const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc, const fd_epilogue *ep);
+/* Free GEMM packing buffers: the calling thread's now, every other thread's at its next
+ * GEMM (idle helper threads at once).  Safe to call while other threads run GEMMs. */
 void fd_release_buffers(void);
 
 /* ----------------------------------------------------------------- dropout */

@@ -20,6 +20,11 @@ cdef extern from "fastdrop.h" nogil:
     int fd_openmp_enabled()
     void fd_set_num_threads(int n)
     int fd_get_num_threads()
+    void fd_set_flush_denormals(int on)
+    int fd_get_flush_denormals()
+    long fd_get_mxcsr()
+    void fd_set_mxcsr(unsigned int value)
+    int fd_pool_active()
 
     ctypedef struct fd_epilogue:
         const float *bias
@@ -27,7 +32,7 @@ cdef extern from "fastdrop.h" nogil:
         const uint8_t *mask
         float mask_scale
 
-    void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+    int fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                   float beta, float *c, int64_t ldc, const fd_epilogue *ep)
     void fd_release_buffers()

@@ -60,7 +60,31 @@ def get_num_threads():
 
 
 def release_buffers():
+    """Free GEMM packing buffers (this thread's now, other threads' at their next GEMM)."""
     fd_release_buffers()
+
+
+def set_flush_denormals(bint on):
+    fd_set_flush_denormals(on)
+
+
+def get_flush_denormals():
+    return bool(fd_get_flush_denormals())
+
+
+def get_mxcsr():
+    """The calling thread's MXCSR (x86; -1 elsewhere): tests check kernels restore it."""
+    return fd_get_mxcsr()
+
+
+def set_mxcsr(unsigned int value):
+    """Set the calling thread's MXCSR (x86 only; for tests)."""
+    fd_set_mxcsr(value)
+
+
+def pool_active():
+    """True when kernels run on fastdrop's own thread pool (Linux), False for OpenMP."""
+    return bool(fd_pool_active())
 
 
 # ------------------------------------------------------------------------- GEMM
@@ -117,8 +141,11 @@ def gemm(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
     cdef const float *pa = <const float *>cnp.PyArray_DATA(a)
     cdef const float *pb = <const float *>cnp.PyArray_DATA(b)
     cdef float *pc = <float *>cnp.PyArray_DATA(c)
+    cdef int rc
     with nogil:
-        fd_sgemm(trans_a, trans_b, m, n, k, alpha, pa, ac, pb, bc, beta, pc, n, pep)
+        rc = fd_sgemm(trans_a, trans_b, m, n, k, alpha, pa, ac, pb, bc, beta, pc, n, pep)
+    if rc != 0:
+        raise MemoryError(f"gemm {m}x{n}x{k}: cannot allocate the packing buffer")
 
 
 # ----------------------------------------------------------------------- dropout
