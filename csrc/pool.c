@@ -19,7 +19,8 @@
  * descriptor, and claims a chunk with a CAS on the state it read: the CAS succeeds only
  * if that job still has unclaimed chunks, so the caller is still inside fd_parallel and
  * has not rewritten the descriptor (it writes the next one only after all chunks are
- * done).  Every thread enters the kernels' floating-point mode (fpenv.h) per chunk. */
+ * done).  Helpers run every chunk in the caller's floating-point mode (its MXCSR, which
+ * the entry point set to the kernels' mode, fpenv.h), so every thread computes alike. */
 #define _GNU_SOURCE 1
 #include "internal.h"
 
@@ -54,7 +55,9 @@ static void run_serial(int64_t nchunks, fd_chunk_fn fn, void *ctx)
 
 #ifdef FD_POOL
 #define FD_POOL_MAX 256
-#define FD_SPIN_ROUNDS 20000 /* idle helper: ~tens of µs of pause before sleeping */
+/* An idle helper spins this many pause rounds before it sleeps; $FASTDROP_SPIN overrides. */
+#define FD_SPIN_ROUNDS 4000
+static int spin_rounds = FD_SPIN_ROUNDS;
 
 typedef struct {
     _Atomic uint64_t state;         /* gen << 32 | next unclaimed chunk           */
@@ -62,6 +65,7 @@ typedef struct {
     _Atomic(void *) ctx;
     _Atomic int64_t nchunks;
     _Atomic int want;               /* helpers 0..want-1 may join this job        */
+    _Atomic unsigned csr;           /* the caller's MXCSR: helpers run chunks in it */
     _Atomic int64_t done;           /* chunks finished                            */
     _Atomic uint32_t wake;          /* futex word: bumped on every publication    */
     _Atomic int sleepers;
@@ -88,12 +92,12 @@ static void helper_loop(int idx)
         uint32_t gen = (uint32_t)(s >> 32);
         if (gen == my_gen) {
             int spun = 0;
-            while (spun < FD_SPIN_ROUNDS &&
+            while (spun < spin_rounds &&
                    (uint32_t)(atomic_load_explicit(&P.state, memory_order_relaxed) >> 32) == my_gen) {
                 FD_PAUSE();
                 spun++;
             }
-            if (spun < FD_SPIN_ROUNDS) continue;
+            if (spun < spin_rounds) continue;
             /* sleep: announce, re-check, then wait on the futex word read before */
             const uint32_t w = atomic_load(&P.wake);
             atomic_fetch_add(&P.sleepers, 1);
@@ -112,6 +116,7 @@ static void helper_loop(int idx)
         void *const ctx = atomic_load_explicit(&P.ctx, memory_order_relaxed);
         const int64_t nchunks = atomic_load_explicit(&P.nchunks, memory_order_relaxed);
         const int want = atomic_load_explicit(&P.want, memory_order_relaxed);
+        const unsigned csr = atomic_load_explicit(&P.csr, memory_order_relaxed);
         const uint32_t next = (uint32_t)s;
         if (idx >= want || (int64_t)next >= nchunks) {
             my_gen = gen; /* not ours, or nothing left (a stale descriptor means the job
@@ -121,7 +126,7 @@ static void helper_loop(int idx)
         if (!atomic_compare_exchange_weak_explicit(&P.state, &s, s + 1, memory_order_acq_rel,
                                                    memory_order_relaxed))
             continue;
-        const unsigned fp = fd_fp_enter();
+        const unsigned fp = fd_fp_adopt(csr);
         in_chunk = 1;
         fn(ctx, (int64_t)next);
         in_chunk = 0;
@@ -154,6 +159,8 @@ static int pool_enabled(void)
     if (m >= 0) return m;
     const char *e = getenv("FASTDROP_POOL");
     m = !(e && (strcmp(e, "0") == 0 || strcmp(e, "openmp") == 0));
+    const char *sp = getenv("FASTDROP_SPIN");
+    if (sp && *sp) spin_rounds = atoi(sp) < 0 ? 0 : atoi(sp);
     __atomic_store_n(&pool_mode, m, __ATOMIC_RELEASE);
     return m;
 }
@@ -198,6 +205,7 @@ static void pool_run(int nt, int64_t nchunks, fd_chunk_fn fn, void *ctx)
     atomic_store_explicit(&P.ctx, ctx, memory_order_relaxed);
     atomic_store_explicit(&P.nchunks, nchunks, memory_order_relaxed);
     atomic_store_explicit(&P.want, helpers, memory_order_relaxed);
+    atomic_store_explicit(&P.csr, fd_fp_current(), memory_order_relaxed);
     atomic_store_explicit(&P.done, 0, memory_order_relaxed);
     const uint64_t gen = (atomic_load_explicit(&P.state, memory_order_relaxed) >> 32) + 1;
     atomic_store(&P.state, (gen & 0xffffffffu) << 32); /* seq_cst: publication */
@@ -271,9 +279,10 @@ void fd_parallel(int nt, int64_t nchunks, fd_chunk_fn fn, void *ctx)
 #endif
 #ifdef _OPENMP
     int64_t next = 0; /* OpenMP baseline: the same chunks, claimed atomically */
+    const unsigned csr = fd_fp_current();
 #pragma omp parallel num_threads(nt)
     {
-        const unsigned fp = fd_fp_enter();
+        const unsigned fp = fd_fp_adopt(csr);
         in_chunk = 1;
         for (;;) {
             const int64_t i = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED);

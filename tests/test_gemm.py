@@ -201,8 +201,10 @@ def test_release_buffers_then_reuse(isa):
 
 
 # ------------------------------------------------- strided (lda/ldb/ldc) in C
-@pytest.mark.skipif(shutil.which("gcc") is None or sys.platform == "win32",
-                    reason="needs gcc to build tools/gemm_harness.c")
+@pytest.mark.skipif(shutil.which("gcc") is None or sys.platform == "win32"
+                    or not os.path.isfile(os.path.join(ROOT, "tools", "gemm_harness.c"))
+                    or not os.path.isdir(os.path.join(ROOT, "csrc")),
+                    reason="needs gcc and the source tree (csrc/, tools/gemm_harness.c)")
 def test_c_harness_check(tmp_path):
     """tools/gemm_harness.c `check`: padded lda/ldb/ldc (the Python API only passes
     contiguous arrays), untouched C padding, every ISA, 1 vs 2 threads bitwise."""
