@@ -56,7 +56,7 @@ static void run_serial(int64_t nchunks, fd_chunk_fn fn, void *ctx)
 #ifdef FD_POOL
 #define FD_POOL_MAX 256
 /* An idle helper spins this many pause rounds before it sleeps; $FASTDROP_SPIN overrides. */
-#define FD_SPIN_ROUNDS 4000
+#define FD_SPIN_ROUNDS 1000
 static int spin_rounds = FD_SPIN_ROUNDS;
 
 typedef struct {
