@@ -52,15 +52,26 @@ void fd_set_mxcsr(unsigned value);         /* (tests) no-op if not x86          
 int  fd_pool_active(void);                 /* 1: fastdrop's own helper threads (Linux)  */
 
 /* -------------------------------------------------------------------- GEMM */
-/* Optional epilogue applied to each output element after the full K sum:
- *   z = alpha*acc + beta*C  (+ bias[c])  (relu)  (* (mask bit ? mask_scale : 0))
- * bias: (n,) or NULL.  mask: bit-packed over the dense m×n output, element
- * (r, c) is bit (r*n + c), little bit order (numpy.packbits(bitorder="little")). */
+/* Optional epilogue applied to each output element (r, c) after the full K sum:
+ *   z = alpha*acc + beta*C  (+ bias[c])  (* scale[c])  (+ shift[c])  (relu)
+ *       (* (mask bit ? mask_scale : 0))
+ * bias, scale, shift: (n,) or NULL (scale NULL = 1, shift NULL = 0; BatchNorm folded in
+ * at inference is scale = gamma/sqrt(var+eps), shift = beta - mean*scale).
+ * mask: bit-packed, little bit order (numpy.packbits(bitorder="little")); element (r, c)
+ * reads bit  mask_bit0 + R * n + c  with R = r (mask_row_group == 0) or r / mask_row_group
+ * (g > 0: rows in groups of g share one row of bits — SpatialDropout2D on an NHWC conv
+ * output viewed as (m*H*W) x C uses g = H*W, one bit per sample and channel).
+ * mask_bit0 (>= 0) places element (0, 0) anywhere in the mask (chunked calls).
+ * A zero-initialised struct plus the old fields gives the old behaviour. */
 typedef struct {
     const float   *bias;
     int            relu;
     const uint8_t *mask;
     float          mask_scale;
+    int64_t        mask_bit0;
+    int64_t        mask_row_group;
+    const float   *scale;
+    const float   *shift;
 } fd_epilogue;
 
 /* C(m×n) = alpha·op(A)·op(B) + beta·C,  op(A) is m×k, op(B) is k×n.

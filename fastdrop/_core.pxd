@@ -31,6 +31,10 @@ cdef extern from "fastdrop.h" nogil:
         int relu
         const uint8_t *mask
         float mask_scale
+        int64_t mask_bit0
+        int64_t mask_row_group
+        const float *scale
+        const float *shift
 
     int fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,

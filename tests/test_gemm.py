@@ -161,6 +161,54 @@ def test_epilogue(isa, m, n, k, ta, tb, bias, relu, mask):
             assert (c[keep == 0] == 0).all()
 
 
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("m,n,k", [(1, 40, 30), (15, 33, 257), (300, 17, 600),
+                                   (127, 10, 1024), (50, 300, 40)])
+@pytest.mark.parametrize("bit0,group", [(0, 0), (5, 0), (13, 9), (64, 32)])
+def test_epilogue_extended(isa, threads, m, n, k, ta, tb, bit0, group):
+    """mask_bit0 (global bit offset), mask_row_group (rows r share bit row r // g:
+    SpatialDropout2D on NHWC) and per-column scale/shift (BatchNorm folded at inference)
+    against the NumPy reference; dropped elements exactly 0; 1 vs 2 threads bitwise."""
+    from fastdrop.reference.gemm_epilogue import gemm_epilogue_ext
+    a, b = operands(m, n, k, ta, tb, seed=51)
+    bv, sc, sh = rand(n, 52), rand(n, 53), rand(n, 54)
+    rows = -(-m // group) if group else m
+    mv = mask_bits(1, bit0 + rows * n + 11, 55)
+    z = R.gemm(a, b, None, trans_a=ta, trans_b=tb, alpha=1.0, beta=0.0)
+    want = gemm_epilogue_ext(z, bias=bv, relu=True, mask=mv, mask_scale=2.0, mask_bit0=bit0,
+                             mask_row_group=group, scale=sc, shift=sh)
+    outs = []
+    for t in (1, 2):
+        threads(t)
+        c = np.full((m, n), np.nan, np.float32)
+        _core.gemm(a, b, c, ta, tb, 1.0, 0.0, bv, True, mv, 2.0, bit0, group, sc, sh)
+        outs.append(c)
+    assert outs[0].tobytes() == outs[1].tobytes()
+    tol = 2.0 * (bound(a, b, ta, tb, 1.0, 0.0, None, k) + np.abs(bv) * EPS) * (np.abs(sc) + EPS) \
+        + 4 * EPS * (np.abs(sh) + np.abs(want))
+    assert_close(outs[0], want, tol, f"{isa} bit0={bit0} group={group}")
+    assert (outs[0][want == 0] == 0).all()
+    # scale/shift alone (no mask, no relu); shift without scale
+    c = np.empty((m, n), np.float32)
+    _core.gemm(a, b, c, ta, tb, 1.0, 0.0, None, False, None, 1.0, 0, 0, None, sh)
+    assert_close(c, gemm_epilogue_ext(z, shift=sh), bound(a, b, ta, tb, 1.0, 0.0, None, k)
+                 + 2 * EPS * np.abs(sh), "shift only")
+
+
+def test_epilogue_extended_argument_checks():
+    a, b = operands(4, 6, 5, False, False)
+    c = np.empty((4, 6), np.float32)
+    with pytest.raises(ValueError, match="mask must be"):  # 2 row groups * 6 + 50 bits
+        _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, np.zeros(7, np.uint8), 1.0,
+                   50, 3)
+    _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, np.zeros(8, np.uint8), 1.0, 50, 3)
+    with pytest.raises(ValueError, match="scale must have shape"):
+        _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, None, 1.0, 0, 0,
+                   np.ones(5, np.float32))
+    with pytest.raises(ValueError, match=">= 0"):
+        _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, np.zeros(8, np.uint8), 1.0, -1)
+
+
 # ------------------------------------------------------------ determinism
 @pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("m,n,k", [(301, 299, 530), (128, 1024, 784), (1024, 512, 128),

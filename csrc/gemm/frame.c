@@ -190,25 +190,36 @@ FD_NO_LIBCALLS static void pack_block(int64_t kc, int64_t extent, int W,
 /* ---------------------------------------------------------------- epilogue */
 static int epilogue_active(const fd_epilogue *ep)
 {
-    return ep && (ep->bias || ep->relu || ep->mask);
+    return ep && (ep->bias || ep->relu || ep->mask || ep->scale || ep->shift);
 }
 
-/* C(r0.., c0..) rows × cols, already alpha·acc + beta·C: + bias[c], relu, mask.
- * n is the full width of C (mask bit of (r, c) is r*n + c). */
+/* C(r0.., c0..) rows × cols, already alpha·acc + beta·C: + bias[c], *scale[c] + shift[c],
+ * relu, mask.  n is the full width of C (mask bit of (r, c): mask_bit0 + R*n + c, R = r or
+ * r / mask_row_group). */
 static void apply_epilogue(float *c, int64_t ldc, int64_t r0, int64_t c0, int64_t rows,
                            int64_t cols, int64_t n, const fd_epilogue *ep)
 {
+    const int64_t g = ep->mask_row_group;
     for (int64_t r = 0; r < rows; r++) {
-        float *row = c + r * ldc;
+        float *FD_RESTRICT row = c + r * ldc;
         if (ep->bias) {
             const float *FD_RESTRICT bias = ep->bias + c0;
             for (int64_t j = 0; j < cols; j++) row[j] += bias[j];
+        }
+        if (ep->scale) {
+            const float *FD_RESTRICT sc = ep->scale + c0;
+            for (int64_t j = 0; j < cols; j++) row[j] *= sc[j];
+        }
+        if (ep->shift) {
+            const float *FD_RESTRICT sh = ep->shift + c0;
+            for (int64_t j = 0; j < cols; j++) row[j] += sh[j];
         }
         if (ep->relu)
             for (int64_t j = 0; j < cols; j++) /* as fd_relu_f32: +0 for x <= 0, NaN kept */
                 row[j] = row[j] > 0.0f ? row[j] : (row[j] != row[j] ? row[j] : 0.0f);
         if (ep->mask) {
-            const uint64_t bit0 = (uint64_t)(r0 + r) * (uint64_t)n + (uint64_t)c0;
+            const uint64_t R = (uint64_t)(g > 0 ? (r0 + r) / g : r0 + r);
+            const uint64_t bit0 = (uint64_t)ep->mask_bit0 + R * (uint64_t)n + (uint64_t)c0;
             if ((bit0 & 7) == 0) { /* byte-aligned run: the ISA's vector mask kernel */
                 fd_kt->dropout_apply(cols, row, row, ep->mask + (bit0 >> 3), ep->mask_scale);
                 continue;
