@@ -37,6 +37,13 @@ int         fd_isa_cpu_supported(int isa); /* 1 if CPU (cpuid) and OS (xgetbv) a
 int         fd_isa_get(void);              /* the path in use                        */
 int         fd_isa_set(int isa);           /* 0 ok; -1 not compiled / not supported  */
 const char *fd_isa_env_error(void);        /* non-NULL if $FASTDROP_ISA was unusable */
+/* The GEMM parameter table in use ("zen5", "zen4", "sapphire-rapids", "icelake-server",
+ * "skylake-server", "zen2-zen3", "haswell", "generic-<isa>", "override"); blocks (may be
+ * NULL) gets mr, nr, mc, kc, nc.  Chosen from cpuid vendor/family/model and the cache
+ * sizes the CPU reports; $FASTDROP_GEMM_BLOCKS=mc,kc,nc overrides the cache blocks. */
+const char *fd_gemm_table(int64_t blocks[5]);
+/* cpuid vendor string, family, model, and L1d/L2/L3 sizes in bytes (0 if unknown). */
+void        fd_cpu_describe(char vendor[13], int *family, int *model, int64_t caches[3]);
 
 /* ----------------------------------------------------------------- threads */
 int  fd_openmp_enabled(void);

@@ -17,6 +17,8 @@ cdef extern from "fastdrop.h" nogil:
     int fd_isa_get()
     int fd_isa_set(int isa)
     const char *fd_isa_env_error()
+    const char *fd_gemm_table(int64_t *blocks)
+    void fd_cpu_describe(char *vendor, int *family, int *model, int64_t *caches)
     int fd_openmp_enabled()
     void fd_set_num_threads(int n)
     int fd_get_num_threads()

@@ -48,6 +48,23 @@ def isa_env_error():
     return None if e == NULL else e.decode()
 
 
+def gemm_table():
+    """(name, {mr, nr, mc, kc, nc}) of the GEMM parameter table in use."""
+    cdef int64_t b[5]
+    name = fd_gemm_table(b).decode()
+    return name, dict(mr=b[0], nr=b[1], mc=b[2], kc=b[3], nc=b[4])
+
+
+def cpu_describe():
+    """cpuid vendor, family, model and cache sizes (bytes; 0 if unknown)."""
+    cdef char v[13]
+    cdef int fam = 0, mod = 0
+    cdef int64_t caches[3]
+    fd_cpu_describe(v, &fam, &mod, caches)
+    return dict(vendor=v.decode(), family=fam, model=mod, l1d=caches[0], l2=caches[1],
+                l3=caches[2])
+
+
 def openmp_enabled():
     return bool(fd_openmp_enabled())
 

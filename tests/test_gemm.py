@@ -308,3 +308,38 @@ def test_single_row_bitwise_equals_row_of_batch(isa, k, n):
     np.testing.assert_allclose(
         c1[0], np.maximum(2.0 * (a[0].astype(np.float64) @ b) + 0.5 * c[0] + bias, 0),
         rtol=1e-4, atol=1e-3)
+
+
+# ------------------------------------------------- per-microarchitecture table
+def test_cpu_info_names_the_gemm_table():
+    import fastdrop
+    info = fastdrop.cpu_info()
+    name, blocks = _core.gemm_table()
+    assert info["gemm_table"] == name and info["gemm_blocks"] == blocks
+    assert name in ("zen5", "zen4", "zen2-zen3", "sapphire-rapids", "icelake-server",
+                    "skylake-server", "haswell", "generic-ref", "generic-avx2",
+                    "generic-avx512", "override")
+    assert blocks["mc"] % blocks["mr"] == 0 and blocks["nc"] % blocks["nr"] == 0
+    assert blocks["kc"] % 8 == 0
+    d = _core.cpu_describe()
+    if platform.machine().lower() in ("x86_64", "amd64") and d["vendor"] == "AuthenticAMD" \
+            and d["family"] == 26 and info["isa"] == "avx512":
+        assert name == "zen5"
+
+
+def test_gemm_blocks_override_gives_correct_results():
+    """FASTDROP_GEMM_BLOCKS (tuning) changes MC/KC/NC; products stay within the bound."""
+    code = ("import numpy as np; from fastdrop import _core, kernels as K, reference as R\n"
+            "print(_core.gemm_table())\n"
+            "rng = np.random.default_rng(0)\n"
+            "a = rng.standard_normal((301, 517)).astype(np.float32)\n"
+            "b = rng.standard_normal((517, 263)).astype(np.float32)\n"
+            "err = np.abs(K.gemm(a, b) - a.astype(np.float64) @ b).max()\n"
+            "print('err', err)\n")
+    env = dict(os.environ, FASTDROP_GEMM_BLOCKS="56,128,256", PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(_core.__file__)), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "'override'" in r.stdout
+    assert float(r.stdout.split("err")[1]) < 1e-3
