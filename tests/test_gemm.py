@@ -195,6 +195,27 @@ def test_epilogue_extended(isa, threads, m, n, k, ta, tb, bit0, group):
                  + 2 * EPS * np.abs(sh), "shift only")
 
 
+@pytest.mark.parametrize("ta,tb", TRANS)
+@pytest.mark.parametrize("m,n,k", [(14, 32, 50), (29, 47, 900), (173, 130, 97), (5, 2100, 257),
+                                   (300, 17, 600), (1, 300, 40)])
+def test_register_epilogue_bitwise_equals_epilogue_of_stored_product(isa, m, n, k, ta, tb):
+    """The epilogue applied in the micro-kernel's registers performs the same float32
+    operations as a separate pass over the stored product (NumPy float32 here)."""
+    from fastdrop.reference.gemm_epilogue import gemm_epilogue_ext
+    a, b = operands(m, n, k, ta, tb, seed=61)
+    c0 = rand((m, n), 62)
+    bv, sc, sh = rand(n, 63), rand(n, 64), rand(n, 65)
+    mv = mask_bits(1, 3 + m * n + 40, 66)
+    for beta in (0.0, 0.5):
+        plain = c0.copy()
+        _core.gemm(a, b, plain, ta, tb, 1.5, beta)
+        fused = c0.copy()
+        _core.gemm(a, b, fused, ta, tb, 1.5, beta, bv, True, mv, 2.0, 3, 0, sc, sh)
+        want = gemm_epilogue_ext(plain, bias=bv, relu=True, mask=mv, mask_scale=2.0,
+                                 mask_bit0=3, scale=sc, shift=sh)
+        assert fused.tobytes() == want.tobytes(), f"{isa} beta={beta}"
+
+
 def test_epilogue_extended_argument_checks():
     a, b = operands(4, 6, 5, False, False)
     c = np.empty((4, 6), np.float32)

@@ -296,6 +296,12 @@ static void panel_tiles(const fd_gemm_params *P, const fd_gemm_job *J, const flo
         const float *ap = abuf + ir / MR * panel_stride(kc, MR);
         if (!J->transposed) {
             float *ct = J->c + i * J->ldc + j;
+            if (ep && J->x->ukr_ep) { /* bias, scale/shift, relu, mask in registers */
+                const fd_tile_ep te = {J->ep, i, j, J->c_n};
+                J->x->ukr_ep(kc, J->alpha, ap, bp, ukr_ub ? J->b.rs : 0, ukr_ub != NULL,
+                             first ? J->beta : 1.0f, ct, J->ldc, mr, nr, &te);
+                continue;
+            }
             if (ukr_ub)
                 ukr_ub(kc, J->alpha, ap, bp, J->b.rs, first ? J->beta : 1.0f, ct, J->ldc, mr, nr);
             else
