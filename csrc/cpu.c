@@ -15,7 +15,8 @@
     {                                                                             \
         FD_ISA_##isa##_ID, {0}, fd_dropout_blocks_##isa, fd_dropout_apply_##isa,  \
             fd_relu_##isa, fd_relu_backward_##isa, fd_relu_dropout_backward_##isa, \
-            fd_adam_##isa, fd_xent_rows_##isa, fd_softmax_rows_##isa              \
+            fd_adam_##isa, fd_xent_rows_##isa, fd_softmax_rows_##isa,             \
+            fd_dense_backward_cols_##isa                                          \
     }
 #define FD_ISA_ref_ID FD_ISA_REF
 #define FD_ISA_avx2_ID FD_ISA_AVX2

@@ -70,6 +70,10 @@ typedef struct {
                       const int64_t *labels, const float *targets, float scale, float *grad,
                       double *loss_rows);
     void (*softmax_rows)(int64_t r0, int64_t r1, int64_t c, float *out, const float *x);
+    /* fused Dense backward (fd_dense_backward_act_f32) on columns [c0, c1), all rows */
+    void (*dense_backward_cols)(int64_t m, int64_t n, int64_t c0, int64_t c1, float *dz,
+                                float *db, const float *grad, const float *h,
+                                const uint8_t *mask, float scale, int relu);
 } fd_kernel_table;
 
 /* The chosen path; set by fd_init() (once, thread-safe) and fd_isa_set(); an atomic
@@ -98,7 +102,11 @@ extern const fd_kernel_table *_Atomic fd_kt;
                             const int64_t *labels, const float *targets, float scale,    \
                             float *grad, double *loss_rows);                             \
     void fd_softmax_rows_##isa(int64_t r0, int64_t r1, int64_t c, float *out,            \
-                               const float *x);
+                               const float *x);                                          \
+    void fd_dense_backward_cols_##isa(int64_t m, int64_t n, int64_t c0, int64_t c1,      \
+                                      float *dz, float *db, const float *grad,           \
+                                      const float *h, const uint8_t *mask, float scale,  \
+                                      int relu);
 
 FD_DECLARE_ISA(ref)
 #ifdef FD_HAVE_AVX2

@@ -122,41 +122,19 @@ void fd_colsum_f32(int64_t m, int64_t n, float *out, const float *x, float alpha
  *   columns; each column is summed in row order (bitwise equal to fd_colsum_f32). */
 static void dense_backward_tasks(void *c_, int64_t t0, int64_t t1) {
     const fd_ew *c = c_;
-    const int64_t m = c->rows, n = c->cols;
-    const float scale = c->s0;
+    const int64_t n = c->cols;
     for (int64_t t = t0; t < t1; t++) {
-        int64_t c0 = t * FD_CB, c1 = c0 + FD_CB < n ? c0 + FD_CB : n;
-        float acc[FD_CB];
-        for (int64_t j = c0; j < c1; j++) acc[j - c0] = 0.0f;
-        for (int64_t r = 0; r < m; r++) {
-            const float *g = c->x + r * n;
-            float *d = c->out + r * n;
-            if (c->flag) {
-                const float *hr = c->y + r * n;
-                for (int64_t j = c0; j < c1; j++) {
-                    float v = hr[j] > 0.0f ? g[j] * scale : 0.0f;
-                    d[j] = v;
-                    acc[j - c0] += v;
-                }
-            } else {
-                for (int64_t j = c0; j < c1; j++) {
-                    int64_t i = r * n + j;
-                    float v = (c->mask[i >> 3] >> (i & 7)) & 1 ? g[j] * scale : 0.0f;
-                    d[j] = v;
-                    acc[j - c0] += v;
-                }
-            }
-        }
-        if (c->db)
-            for (int64_t j = c0; j < c1; j++) c->db[j] = acc[j - c0];
+        const int64_t c0 = t * FD_CB, c1 = c0 + FD_CB < n ? c0 + FD_CB : n;
+        c->kt->dense_backward_cols(c->rows, n, c0, c1, c->out, c->db, c->x, c->y, c->mask,
+                                   c->s0, c->flag);
     }
 }
 
 void fd_dense_backward_act_f32(int64_t m, int64_t n, float *dz, float *db, const float *grad,
                                const float *h, const uint8_t *mask, float scale, int relu) {
     FD_ENTER();
-    fd_ew c = {.out = dz, .db = db, .x = grad, .y = h, .mask = mask, .rows = m, .cols = n,
-               .s0 = scale, .flag = relu};
+    fd_ew c = {.kt = fd_kt, .out = dz, .db = db, .x = grad, .y = h, .mask = mask, .rows = m,
+               .cols = n, .s0 = scale, .flag = relu};
     fd_parallel_range((n + FD_CB - 1) / FD_CB, grain_units(m * FD_CB), 1, dense_backward_tasks,
                       &c);
     FD_EXIT();
