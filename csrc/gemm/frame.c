@@ -370,7 +370,7 @@ static int run_block(const fd_gemm_params *P, const fd_gemm_job *J, int64_t i0, 
 
 /* Split nt threads into a tm × tn grid over the computed output; minimise the slowest
  * thread's multiply-adds plus its packing (a packed element costs ~8 multiply-adds). */
-static void thread_grid(const fd_gemm_params *P, const fd_gemm_job *J, int nt, int *tm, int *tn)
+static double thread_grid(const fd_gemm_params *P, const fd_gemm_job *J, int nt, int *tm, int *tn)
 {
     const int64_t mt = div_up(J->m, P->mr), ntl = div_up(J->n, P->nr);
     double best = -1.0;
@@ -388,6 +388,7 @@ static void thread_grid(const fd_gemm_params *P, const fd_gemm_job *J, int nt, i
             *tn = b;
         }
     }
+    return best;
 }
 
 typedef struct {
@@ -420,19 +421,30 @@ static int run_job(const fd_gemm_params *P, const fd_gemm_job *J)
     const int64_t tiles = div_up(J->m, P->mr) * div_up(J->n, P->nr);
     if (nt > tiles) nt = (int)tiles;
     if (nt <= 1) return run_block(P, J, 0, J->m, 0, J->n);
-    const double per_thread = (double)J->m * (double)J->n * (double)J->k / nt;
-    int cells = nt * (per_thread >= (double)(1 << 26) ? 2 : 4);
-    while ((int64_t)cells > tiles || (double)J->m * J->n * J->k / cells < FD_GEMM_GRAIN / 2)
-        cells -= 1;
-    if (cells < nt) cells = nt;
     int tm = 1, tn = 1;
-    while (cells > 1) { /* a count with no grid that fits (e.g. a prime > the tile rows) steps down */
+    double cost = -1.0;
+    while (nt > 1) { /* a count with no grid that fits (e.g. a prime > the tile rows) steps down */
         tm = 0;
-        thread_grid(P, J, cells, &tm, &tn);
+        cost = thread_grid(P, J, nt, &tm, &tn);
         if (tm) break;
-        cells--;
+        nt--;
     }
-    if (cells <= 1) return run_block(P, J, 0, J->m, 0, J->n);
+    if (nt <= 1) return run_block(P, J, 0, J->m, 0, J->n);
+    /* A few cells per thread, so that a thread that starts late (another pool holds its
+     * core) costs at most a cell: taken when the extra packing keeps the slowest thread
+     * within 4% of one cell per thread (the cost model of thread_grid). */
+    const double work = (double)J->m * (double)J->n * (double)J->k;
+    for (int mult = 4; mult >= 2; mult /= 2) {
+        const int cells = nt * mult;
+        if ((int64_t)cells > tiles || work / cells < FD_GEMM_GRAIN / 2) continue;
+        int a = 0, b = 0;
+        const double c = thread_grid(P, J, cells, &a, &b);
+        if (a && c * mult <= 1.04 * cost) {
+            tm = a;
+            tn = b;
+            break;
+        }
+    }
     fd_cells C = {P, J, tm, tn, 0};
     fd_parallel(nt, (int64_t)tm * tn, cell_chunk, &C);
     return C.err ? -1 : 0;
