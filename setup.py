@@ -8,6 +8,8 @@ files whose name carries an ISA tag get that ISA's flags on top, and only those:
 
 The kernel to run is chosen at import time (csrc/cpu.c).  The build never tunes for the
 build machine's CPU nor relaxes IEEE floating point: wheels run on any x86-64.
+-ffp-contract=off: the compiler never fuses a*b+c into an FMA on its own (clang does by
+default), so plain-C kernels give the same bits on every ISA path; FMAs are explicit.
 
 Environment switches (for build variants that must keep working):
     FASTDROP_NO_OPENMP=1   build without OpenMP (single-threaded)
@@ -103,7 +105,7 @@ class BuildExt(build_ext):
         cc = self.compiler
         msvc = cc.compiler_type == "msvc"
         base = ["/O2"] if msvc else ["-O3", "-std=c11", "-fPIC", "-fno-strict-aliasing", "-fno-math-errno",
-                                     "-Wall", "-Wno-unknown-pragmas"]
+                                     "-ffp-contract=off", "-Wall", "-Wno-unknown-pragmas"]
         link = []
         macros = []
         if env_flag("FASTDROP_SANITIZE"):

@@ -155,6 +155,34 @@ def test_adam_reference(benchmark, adam, record):
     record(benchmark, nbytes=28 * n, params=n, threads=1)
 
 
+@pytest.mark.parametrize("flush", [True, False], ids=["flush", "ieee"])
+def test_adam_subnormal_moments(benchmark, threads, record, flush):
+    """Adam with a third of the moments subnormal (weights fed by always-zero pixels after
+    a few epochs): with flushing (the default) it runs at the normal speed; IEEE
+    subnormals (set_flush_denormals(False)) show the penalty of this CPU."""
+    import fastdrop
+    n = 1 << 20
+    g = np.zeros(n, np.float32)
+    g[::3] = 1e-3
+    w = np.ones(n, np.float32)
+    m = np.full(n, 1e-39, np.float32)
+    v = np.full(n, 1e-39, np.float32)
+    threads(1)
+    old = fastdrop.set_flush_denormals(flush)
+
+    def step():
+        m[1::3] = 1e-39
+        v[1::3] = 1e-39
+        _core.adam_update(w, g, m, v, 1e-3, 0.9, 0.999, 1e-7, 0.0, 10)
+
+    try:
+        benchmark.group = "adam-subnormal-1M"
+        benchmark(step)
+    finally:
+        fastdrop.set_flush_denormals(old)
+    record(benchmark, nbytes=28 * n, params=n, threads=1)
+
+
 # ------------------------------------------------------------------- bias and colsum
 BIAS = [(128, 1024), (1024, 1024)]
 BIAS_IDS = [f"{m}x{n}" for m, n in BIAS]

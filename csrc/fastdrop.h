@@ -6,7 +6,13 @@
  *     is p[r * ld + c].  Sizes and leading dimensions are int64_t.
  *   - Names: fd_<op>_f32(n, out, in...) — length first, outputs before inputs.
  *   - Kernels never allocate per call except GEMM's packing buffers (thread-local,
- *     grown on demand, freed by fd_release_buffers()).
+ *     grown on demand, freed by fd_release_buffers()).  A kernel that allocates returns
+ *     an int status (0 ok, -1 out of memory); nothing aborts.
+ *   - Floating point: inside every kernel, on every thread running it, subnormals are
+ *     flushed to zero (FTZ + DAZ) unless fd_set_flush_denormals(0); the caller's MXCSR
+ *     is restored before return (fpenv.h).
+ *   - Threads: work is cut into independent chunks claimed by the calling thread and by
+ *     helper threads (pool.c); a helper that starts late is never waited for.
  *   - Inputs are validated by the Python layer; the C layer trusts sizes and pointers.
  *   - Results are bitwise identical for any thread count on the same ISA path:
  *     no reduction is ever split across threads.
@@ -31,6 +37,13 @@ int         fd_isa_cpu_supported(int isa); /* 1 if CPU (cpuid) and OS (xgetbv) a
 int         fd_isa_get(void);              /* the path in use                        */
 int         fd_isa_set(int isa);           /* 0 ok; -1 not compiled / not supported  */
 const char *fd_isa_env_error(void);        /* non-NULL if $FASTDROP_ISA was unusable */
+/* The GEMM parameter table in use ("zen5", "zen4", "sapphire-rapids", "icelake-server",
+ * "skylake-server", "zen2-zen3", "haswell", "generic-<isa>", "override"); blocks (may be
+ * NULL) gets mr, nr, mc, kc, nc.  Chosen from cpuid vendor/family/model and the cache
+ * sizes the CPU reports; $FASTDROP_GEMM_BLOCKS=mc,kc,nc overrides the cache blocks. */
+const char *fd_gemm_table(int64_t blocks[5]);
+/* cpuid vendor string, family, model, and L1d/L2/L3 sizes in bytes (0 if unknown). */
+void        fd_cpu_describe(char vendor[13], int *family, int *model, int64_t caches[3]);
 
 /* ----------------------------------------------------------------- threads */
 int  fd_openmp_enabled(void);
@@ -41,27 +54,45 @@ int  fd_get_num_threads(void);            /* set value, else OMP default, else 1
  * state restored on exit; default on).  See fpenv.h. */
 void fd_set_flush_denormals(int on);
 int  fd_get_flush_denormals(void);
+long fd_get_mxcsr(void);                   /* the calling thread's MXCSR; -1 if not x86 */
+void fd_set_mxcsr(unsigned value);         /* (tests) no-op if not x86                  */
+int  fd_pool_active(void);                 /* 1: fastdrop's own helper threads (Linux)  */
 
 /* -------------------------------------------------------------------- GEMM */
-/* Optional epilogue applied to each output element after the full K sum:
- *   z = alpha*acc + beta*C  (+ bias[c])  (relu)  (* (mask bit ? mask_scale : 0))
- * bias: (n,) or NULL.  mask: bit-packed over the dense m×n output, element
- * (r, c) is bit (r*n + c), little bit order (numpy.packbits(bitorder="little")). */
+/* Optional epilogue applied to each output element (r, c) after the full K sum:
+ *   z = alpha*acc + beta*C  (+ bias[c])  (* scale[c])  (+ shift[c])  (relu)
+ *       (* (mask bit ? mask_scale : 0))
+ * bias, scale, shift: (n,) or NULL (scale NULL = 1, shift NULL = 0; BatchNorm folded in
+ * at inference is scale = gamma/sqrt(var+eps), shift = beta - mean*scale).
+ * mask: bit-packed, little bit order (numpy.packbits(bitorder="little")); element (r, c)
+ * reads bit  mask_bit0 + R * n + c  with R = r (mask_row_group == 0) or r / mask_row_group
+ * (g > 0: rows in groups of g share one row of bits — SpatialDropout2D on an NHWC conv
+ * output viewed as (m*H*W) x C uses g = H*W, one bit per sample and channel).
+ * mask_bit0 (>= 0) places element (0, 0) anywhere in the mask (chunked calls).
+ * A zero-initialised struct plus the old fields gives the old behaviour. */
 typedef struct {
     const float   *bias;
     int            relu;
     const uint8_t *mask;
     float          mask_scale;
+    int64_t        mask_bit0;
+    int64_t        mask_row_group;
+    const float   *scale;
+    const float   *shift;
 } fd_epilogue;
 
 /* C(m×n) = alpha·op(A)·op(B) + beta·C,  op(A) is m×k, op(B) is k×n.
  * trans_a = 0: A stored m×k (lda >= k); trans_a = 1: A stored k×m (lda >= m).
  * trans_b = 0: B stored k×n (ldb >= n); trans_b = 1: B stored n×k (ldb >= k).
- * beta == 0 never reads C (NaN in C does not propagate).  ep may be NULL. */
-void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+ * beta == 0 never reads C (NaN in C does not propagate).  ep may be NULL.
+ * Returns 0, or -1 if a packing buffer could not be allocated (C is then unspecified;
+ * nothing else is affected and the call may be retried). */
+int  fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const float *a, int64_t lda,
               const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc, const fd_epilogue *ep);
+/* Free GEMM packing buffers: the calling thread's now, every other thread's at its next
+ * GEMM (idle helper threads at once).  Safe to call while other threads run GEMMs. */
 void fd_release_buffers(void);
 
 /* ----------------------------------------------------------------- dropout */

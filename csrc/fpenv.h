@@ -32,6 +32,27 @@ static inline unsigned fd_fp_enter(void) {
 #endif
 }
 
+/* The calling thread's FP control state, and running in another thread's (helper threads
+ * take the caller's state for the chunks they run): returns the state to restore. */
+static inline unsigned fd_fp_current(void) {
+#ifdef FD_HAVE_MXCSR
+    return _mm_getcsr();
+#else
+    return 0;
+#endif
+}
+
+static inline unsigned fd_fp_adopt(unsigned csr) {
+#ifdef FD_HAVE_MXCSR
+    const unsigned old = _mm_getcsr();
+    _mm_setcsr((csr & ~0x3Fu) | (old & 0x3Fu)); /* control bits only, not the flags */
+    return old;
+#else
+    (void)csr;
+    return 0;
+#endif
+}
+
 static inline void fd_fp_exit(unsigned old) {
 #ifdef FD_HAVE_MXCSR
     _mm_setcsr(old);

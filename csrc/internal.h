@@ -20,6 +20,23 @@
  * threads than chunks of work, so tiny calls stay single-threaded. */
 int fd_threads_for(int64_t work, int64_t grain);
 
+/* ----------------------------------------------------------- parallel chunks (pool.c) */
+/* Run fn(ctx, i) for every i in [0, nchunks) on up to nt threads, the caller included;
+ * returns once every chunk is done (a helper that starts late finds nothing left and is
+ * not waited for).  Chunks must be independent (disjoint outputs): which thread runs a
+ * chunk never changes a result.  Helper threads run each chunk in the kernels' FP mode
+ * (fpenv.h); the caller keeps the mode its entry point set.  Nested or concurrent calls
+ * run serially on the calling thread.  Call only from inside a public entry point. */
+typedef void (*fd_chunk_fn)(void *ctx, int64_t i);
+void fd_parallel(int nt, int64_t nchunks, fd_chunk_fn fn, void *ctx);
+/* [0, n) in contiguous ranges (a multiple of align long, except the last), at least
+ * grain long per thread: fn(ctx, lo, hi).  Single-threaded below 2 grains. */
+typedef void (*fd_range_fn)(void *ctx, int64_t lo, int64_t hi);
+void fd_parallel_range(int64_t n, int64_t grain, int64_t align, fd_range_fn fn, void *ctx);
+int fd_pool_active(void);              /* 1: our pool; 0: OpenMP regions or serial   */
+void fd_pool_kick(void);               /* helpers free their GEMM buffers (idle ones) */
+void fd_release_thread_buffers(void);  /* frame.c: free the calling thread's buffers  */
+
 /* ----------------------------------------------------- per-ISA kernel table */
 /* GEMM micro-kernel (BLIS contract):
  *   C(mr×nr) := alpha·Ap·Bp + beta·C   over k steps, where Ap is a packed MR×k panel
@@ -53,9 +70,15 @@ typedef struct {
                       const int64_t *labels, const float *targets, float scale, float *grad,
                       double *loss_rows);
     void (*softmax_rows)(int64_t r0, int64_t r1, int64_t c, float *out, const float *x);
+    /* fused Dense backward (fd_dense_backward_act_f32) on columns [c0, c1), all rows */
+    void (*dense_backward_cols)(int64_t m, int64_t n, int64_t c0, int64_t c1, float *dz,
+                                float *db, const float *grad, const float *h,
+                                const uint8_t *mask, float scale, int relu);
 } fd_kernel_table;
 
-extern const fd_kernel_table *fd_kt;   /* the chosen path; set by fd_init() */
+/* The chosen path; set by fd_init() (once, thread-safe) and fd_isa_set(); an atomic
+ * pointer to an immutable table, so a reader sees either the old or the new path. */
+extern const fd_kernel_table *_Atomic fd_kt;
 
 /* Each ISA file set defines these symbols with its suffix (ref, avx2, avx512):
  *   gemm/ukr_<isa>_<MR>x<NR>.c : const fd_gemm_params fd_gemm_params_<isa>
@@ -79,7 +102,11 @@ extern const fd_kernel_table *fd_kt;   /* the chosen path; set by fd_init() */
                             const int64_t *labels, const float *targets, float scale,    \
                             float *grad, double *loss_rows);                             \
     void fd_softmax_rows_##isa(int64_t r0, int64_t r1, int64_t c, float *out,            \
-                               const float *x);
+                               const float *x);                                          \
+    void fd_dense_backward_cols_##isa(int64_t m, int64_t n, int64_t c0, int64_t c1,      \
+                                      float *dz, float *db, const float *grad,           \
+                                      const float *h, const uint8_t *mask, float scale,  \
+                                      int relu);
 
 FD_DECLARE_ISA(ref)
 #ifdef FD_HAVE_AVX2

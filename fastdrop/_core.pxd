@@ -17,17 +17,28 @@ cdef extern from "fastdrop.h" nogil:
     int fd_isa_get()
     int fd_isa_set(int isa)
     const char *fd_isa_env_error()
+    const char *fd_gemm_table(int64_t *blocks)
+    void fd_cpu_describe(char *vendor, int *family, int *model, int64_t *caches)
     int fd_openmp_enabled()
     void fd_set_num_threads(int n)
     int fd_get_num_threads()
+    void fd_set_flush_denormals(int on)
+    int fd_get_flush_denormals()
+    long fd_get_mxcsr()
+    void fd_set_mxcsr(unsigned int value)
+    int fd_pool_active()
 
     ctypedef struct fd_epilogue:
         const float *bias
         int relu
         const uint8_t *mask
         float mask_scale
+        int64_t mask_bit0
+        int64_t mask_row_group
+        const float *scale
+        const float *shift
 
-    void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
+    int fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
                   float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                   float beta, float *c, int64_t ldc, const fd_epilogue *ep)
     void fd_release_buffers()

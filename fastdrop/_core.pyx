@@ -5,6 +5,7 @@
 # runs.  Every kernel call releases the GIL.
 cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
 
 import numpy as np
 cimport numpy as cnp
@@ -47,6 +48,23 @@ def isa_env_error():
     return None if e == NULL else e.decode()
 
 
+def gemm_table():
+    """(name, {mr, nr, mc, kc, nc}) of the GEMM parameter table in use."""
+    cdef int64_t b[5]
+    name = fd_gemm_table(b).decode()
+    return name, dict(mr=b[0], nr=b[1], mc=b[2], kc=b[3], nc=b[4])
+
+
+def cpu_describe():
+    """cpuid vendor, family, model and cache sizes (bytes; 0 if unknown)."""
+    cdef char v[13]
+    cdef int fam = 0, mod = 0
+    cdef int64_t caches[3]
+    fd_cpu_describe(v, &fam, &mod, caches)
+    return dict(vendor=v.decode(), family=fam, model=mod, l1d=caches[0], l2=caches[1],
+                l3=caches[2])
+
+
 def openmp_enabled():
     return bool(fd_openmp_enabled())
 
@@ -60,7 +78,31 @@ def get_num_threads():
 
 
 def release_buffers():
+    """Free GEMM packing buffers (this thread's now, other threads' at their next GEMM)."""
     fd_release_buffers()
+
+
+def set_flush_denormals(bint on):
+    fd_set_flush_denormals(on)
+
+
+def get_flush_denormals():
+    return bool(fd_get_flush_denormals())
+
+
+def get_mxcsr():
+    """The calling thread's MXCSR (x86; -1 elsewhere): tests check kernels restore it."""
+    return fd_get_mxcsr()
+
+
+def set_mxcsr(unsigned int value):
+    """Set the calling thread's MXCSR (x86 only; for tests)."""
+    fd_set_mxcsr(value)
+
+
+def pool_active():
+    """True when kernels run on fastdrop's own thread pool (Linux), False for OpenMP."""
+    return bool(fd_pool_active())
 
 
 # ------------------------------------------------------------------------- GEMM
@@ -75,11 +117,23 @@ cdef inline int _check_f32(cnp.ndarray x, int ndim, str name, bint writeable) ex
     return 0
 
 
+cdef inline const float *_column_vector(cnp.ndarray v, int64_t n, str name) except? NULL:
+    if v is None:
+        return NULL
+    _check_f32(v, 1, name, False)
+    if cnp.PyArray_DIMS(v)[0] != n:
+        raise ValueError(f"{name} must have shape ({n},), got ({cnp.PyArray_DIMS(v)[0]},)")
+    return <const float *>cnp.PyArray_DATA(v)
+
+
 def gemm(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
          bint trans_a, bint trans_b, float alpha, float beta,
          cnp.ndarray bias=None, bint relu=False, cnp.ndarray mask=None,
-         float mask_scale=1.0):
-    """c = alpha*op(a)@op(b) + beta*c, then optional bias/relu/mask epilogue (in place).
+         float mask_scale=1.0, int64_t mask_bit0=0, int64_t mask_row_group=0,
+         cnp.ndarray scale=None, cnp.ndarray shift=None):
+    """c = alpha*op(a)@op(b) + beta*c, then the optional epilogue (in place):
+    + bias[c], * scale[c] + shift[c], relu, * (mask bit ? mask_scale : 0) with the bit of
+    (r, c) at mask_bit0 + (r // mask_row_group if mask_row_group else r) * n + c.
     Shapes are checked (a mismatch raises ValueError, never an out-of-bounds access)."""
     _check_f32(a, 2, "a", False)
     _check_f32(b, 2, "b", False)
@@ -88,27 +142,32 @@ def gemm(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
     cdef int64_t ar = cnp.PyArray_DIMS(a)[0], ac = cnp.PyArray_DIMS(a)[1]
     cdef int64_t br = cnp.PyArray_DIMS(b)[0], bc = cnp.PyArray_DIMS(b)[1]
     cdef int64_t k = ar if trans_a else ac
+    cdef int64_t mrows, nbits
     if (ac if trans_a else ar) != m or (bc if trans_b else br) != k \
             or (br if trans_b else bc) != n:
         raise ValueError(f"gemm shapes do not match: a {(ar, ac)}, b {(br, bc)}, "
                          f"c {(m, n)}, trans_a={trans_a}, trans_b={trans_b}")
     cdef fd_epilogue ep
     cdef fd_epilogue *pep = NULL
-    if bias is not None or relu or mask is not None:
-        ep.bias = NULL
-        ep.mask = NULL
-        if bias is not None:
-            _check_f32(bias, 1, "bias", False)
-            if cnp.PyArray_DIMS(bias)[0] != n:
-                raise ValueError(f"bias must have shape ({n},)")
-            ep.bias = <const float *>cnp.PyArray_DATA(bias)
+    if bias is not None or relu or mask is not None or scale is not None or shift is not None:
+        memset(&ep, 0, sizeof(ep))
+        ep.bias = _column_vector(bias, n, "bias")
+        ep.scale = _column_vector(scale, n, "scale")
+        ep.shift = _column_vector(shift, n, "shift")
         if mask is not None:
+            if mask_bit0 < 0 or mask_row_group < 0:
+                raise ValueError(f"mask_bit0 and mask_row_group must be >= 0, got "
+                                 f"{mask_bit0} and {mask_row_group}")
+            mrows = (m + mask_row_group - 1) // mask_row_group if mask_row_group else m
+            nbits = mask_bit0 + mrows * n
             if (cnp.PyArray_TYPE(mask) != cnp.NPY_UINT8 or cnp.PyArray_NDIM(mask) != 1
                     or not cnp.PyArray_IS_C_CONTIGUOUS(mask)
-                    or cnp.PyArray_DIMS(mask)[0] < (m * n + 7) // 8):
+                    or cnp.PyArray_DIMS(mask)[0] < (nbits + 7) // 8):
                 raise ValueError(f"mask must be a contiguous uint8 array of at least "
-                                 f"{(m * n + 7) // 8} bytes")
+                                 f"{(nbits + 7) // 8} bytes")
             ep.mask = <const uint8_t *>cnp.PyArray_DATA(mask)
+            ep.mask_bit0 = mask_bit0
+            ep.mask_row_group = mask_row_group
         ep.relu = relu
         ep.mask_scale = mask_scale
         pep = &ep
@@ -117,8 +176,11 @@ def gemm(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
     cdef const float *pa = <const float *>cnp.PyArray_DATA(a)
     cdef const float *pb = <const float *>cnp.PyArray_DATA(b)
     cdef float *pc = <float *>cnp.PyArray_DATA(c)
+    cdef int rc
     with nogil:
-        fd_sgemm(trans_a, trans_b, m, n, k, alpha, pa, ac, pb, bc, beta, pc, n, pep)
+        rc = fd_sgemm(trans_a, trans_b, m, n, k, alpha, pa, ac, pb, bc, beta, pc, n, pep)
+    if rc != 0:
+        raise MemoryError(f"gemm {m}x{n}x{k}: cannot allocate the packing buffer")
 
 
 # ----------------------------------------------------------------------- dropout

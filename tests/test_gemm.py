@@ -161,6 +161,75 @@ def test_epilogue(isa, m, n, k, ta, tb, bias, relu, mask):
             assert (c[keep == 0] == 0).all()
 
 
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("m,n,k", [(1, 40, 30), (15, 33, 257), (300, 17, 600),
+                                   (127, 10, 1024), (50, 300, 40)])
+@pytest.mark.parametrize("bit0,group", [(0, 0), (5, 0), (13, 9), (64, 32)])
+def test_epilogue_extended(isa, threads, m, n, k, ta, tb, bit0, group):
+    """mask_bit0 (global bit offset), mask_row_group (rows r share bit row r // g:
+    SpatialDropout2D on NHWC) and per-column scale/shift (BatchNorm folded at inference)
+    against the NumPy reference; dropped elements exactly 0; 1 vs 2 threads bitwise."""
+    from fastdrop.reference.gemm_epilogue import gemm_epilogue_ext
+    a, b = operands(m, n, k, ta, tb, seed=51)
+    bv, sc, sh = rand(n, 52), rand(n, 53), rand(n, 54)
+    rows = -(-m // group) if group else m
+    mv = mask_bits(1, bit0 + rows * n + 11, 55)
+    z = R.gemm(a, b, None, trans_a=ta, trans_b=tb, alpha=1.0, beta=0.0)
+    want = gemm_epilogue_ext(z, bias=bv, relu=True, mask=mv, mask_scale=2.0, mask_bit0=bit0,
+                             mask_row_group=group, scale=sc, shift=sh)
+    outs = []
+    for t in (1, 2):
+        threads(t)
+        c = np.full((m, n), np.nan, np.float32)
+        _core.gemm(a, b, c, ta, tb, 1.0, 0.0, bv, True, mv, 2.0, bit0, group, sc, sh)
+        outs.append(c)
+    assert outs[0].tobytes() == outs[1].tobytes()
+    tol = 2.0 * (bound(a, b, ta, tb, 1.0, 0.0, None, k) + np.abs(bv) * EPS) * (np.abs(sc) + EPS) \
+        + 4 * EPS * (np.abs(sh) + np.abs(want))
+    assert_close(outs[0], want, tol, f"{isa} bit0={bit0} group={group}")
+    assert (outs[0][want == 0] == 0).all()
+    # scale/shift alone (no mask, no relu); shift without scale
+    c = np.empty((m, n), np.float32)
+    _core.gemm(a, b, c, ta, tb, 1.0, 0.0, None, False, None, 1.0, 0, 0, None, sh)
+    assert_close(c, gemm_epilogue_ext(z, shift=sh), bound(a, b, ta, tb, 1.0, 0.0, None, k)
+                 + 2 * EPS * np.abs(sh), "shift only")
+
+
+@pytest.mark.parametrize("ta,tb", TRANS)
+@pytest.mark.parametrize("m,n,k", [(14, 32, 50), (29, 47, 900), (173, 130, 97), (5, 2100, 257),
+                                   (300, 17, 600), (1, 300, 40)])
+def test_register_epilogue_bitwise_equals_epilogue_of_stored_product(isa, m, n, k, ta, tb):
+    """The epilogue applied in the micro-kernel's registers performs the same float32
+    operations as a separate pass over the stored product (NumPy float32 here)."""
+    from fastdrop.reference.gemm_epilogue import gemm_epilogue_ext
+    a, b = operands(m, n, k, ta, tb, seed=61)
+    c0 = rand((m, n), 62)
+    bv, sc, sh = rand(n, 63), rand(n, 64), rand(n, 65)
+    mv = mask_bits(1, 3 + m * n + 40, 66)
+    for beta in (0.0, 0.5):
+        plain = c0.copy()
+        _core.gemm(a, b, plain, ta, tb, 1.5, beta)
+        fused = c0.copy()
+        _core.gemm(a, b, fused, ta, tb, 1.5, beta, bv, True, mv, 2.0, 3, 0, sc, sh)
+        want = gemm_epilogue_ext(plain, bias=bv, relu=True, mask=mv, mask_scale=2.0,
+                                 mask_bit0=3, scale=sc, shift=sh)
+        assert fused.tobytes() == want.tobytes(), f"{isa} beta={beta}"
+
+
+def test_epilogue_extended_argument_checks():
+    a, b = operands(4, 6, 5, False, False)
+    c = np.empty((4, 6), np.float32)
+    with pytest.raises(ValueError, match="mask must be"):  # 2 row groups * 6 + 50 bits
+        _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, np.zeros(7, np.uint8), 1.0,
+                   50, 3)
+    _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, np.zeros(8, np.uint8), 1.0, 50, 3)
+    with pytest.raises(ValueError, match="scale must have shape"):
+        _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, None, 1.0, 0, 0,
+                   np.ones(5, np.float32))
+    with pytest.raises(ValueError, match=">= 0"):
+        _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, np.zeros(8, np.uint8), 1.0, -1)
+
+
 # ------------------------------------------------------------ determinism
 @pytest.mark.parametrize("ta,tb", TRANS)
 @pytest.mark.parametrize("m,n,k", [(301, 299, 530), (128, 1024, 784), (1024, 512, 128),
@@ -201,8 +270,10 @@ def test_release_buffers_then_reuse(isa):
 
 
 # ------------------------------------------------- strided (lda/ldb/ldc) in C
-@pytest.mark.skipif(shutil.which("gcc") is None or sys.platform == "win32",
-                    reason="needs gcc to build tools/gemm_harness.c")
+@pytest.mark.skipif(shutil.which("gcc") is None or sys.platform == "win32"
+                    or not os.path.isfile(os.path.join(ROOT, "tools", "gemm_harness.c"))
+                    or not os.path.isdir(os.path.join(ROOT, "csrc")),
+                    reason="needs gcc and the source tree (csrc/, tools/gemm_harness.c)")
 def test_c_harness_check(tmp_path):
     """tools/gemm_harness.c `check`: padded lda/ldb/ldc (the Python API only passes
     contiguous arrays), untouched C padding, every ISA, 1 vs 2 threads bitwise."""
@@ -258,3 +329,38 @@ def test_single_row_bitwise_equals_row_of_batch(isa, k, n):
     np.testing.assert_allclose(
         c1[0], np.maximum(2.0 * (a[0].astype(np.float64) @ b) + 0.5 * c[0] + bias, 0),
         rtol=1e-4, atol=1e-3)
+
+
+# ------------------------------------------------- per-microarchitecture table
+def test_cpu_info_names_the_gemm_table():
+    import fastdrop
+    info = fastdrop.cpu_info()
+    name, blocks = _core.gemm_table()
+    assert info["gemm_table"] == name and info["gemm_blocks"] == blocks
+    assert name in ("zen5", "zen4", "zen2-zen3", "sapphire-rapids", "icelake-server",
+                    "skylake-server", "haswell", "generic-ref", "generic-avx2",
+                    "generic-avx512", "override")
+    assert blocks["mc"] % blocks["mr"] == 0 and blocks["nc"] % blocks["nr"] == 0
+    assert blocks["kc"] % 8 == 0
+    d = _core.cpu_describe()
+    if platform.machine().lower() in ("x86_64", "amd64") and d["vendor"] == "AuthenticAMD" \
+            and d["family"] == 26 and info["isa"] == "avx512":
+        assert name == "zen5"
+
+
+def test_gemm_blocks_override_gives_correct_results():
+    """FASTDROP_GEMM_BLOCKS (tuning) changes MC/KC/NC; products stay within the bound."""
+    code = ("import numpy as np; from fastdrop import _core, kernels as K, reference as R\n"
+            "print(_core.gemm_table())\n"
+            "rng = np.random.default_rng(0)\n"
+            "a = rng.standard_normal((301, 517)).astype(np.float32)\n"
+            "b = rng.standard_normal((517, 263)).astype(np.float32)\n"
+            "err = np.abs(K.gemm(a, b) - a.astype(np.float64) @ b).max()\n"
+            "print('err', err)\n")
+    env = dict(os.environ, FASTDROP_GEMM_BLOCKS="56,128,256", PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(_core.__file__)), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "'override'" in r.stdout
+    assert float(r.stdout.split("err ")[-1]) < 1e-3

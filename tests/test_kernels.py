@@ -300,3 +300,41 @@ def test_core_gemm_guards_its_arguments():
         _core.gemm(a, b, c, False, False, 1.0, 0.0, None, False, np.zeros(1, np.uint8))
     with pytest.raises(TypeError):
         _core.gemm(a.tolist(), b, c, False, False, 1.0, 0.0)
+
+
+# ------------------------------------------------------- fused Dense backward
+@pytest.mark.parametrize("m,n", [(1, 1), (3, 7), (17, 33), (128, 256), (64, 300), (5, 1027),
+                                 (129, 10)])
+@pytest.mark.parametrize("relu", [True, False])
+def test_dense_backward_act_matches_reference(isa, threads, m, n, relu):
+    """dz = (h > 0 | mask bit) ? grad*scale : 0 and db = column sums of dz, against NumPy;
+    per-ISA mask-bit expansion (rows not byte-aligned when n % 8 != 0); 1 vs 2 threads
+    bitwise; the mask is exactly ceil(m*n/8) bytes (no read past it)."""
+    rng = np.random.default_rng(m * 1000 + n)
+    g = rand((m, n), m + n)
+    g[0, 0] = np.inf if relu else g[0, 0]
+    h = np.maximum(rand((m, n), m + n + 1), 0)
+    keep = rng.random(m * n) < 0.6
+    mask = np.packbits(keep, bitorder="little")
+    scale = np.float32(1.0 / 0.6)
+    sel = (h > 0) if relu else keep.reshape(m, n)
+    want = np.where(sel, g * scale, np.float32(0)).astype(np.float32)
+    outs = []
+    for t in (1, 2):
+        threads(t)
+        dz = np.full((m, n), np.nan, np.float32)
+        db = np.full(n, np.nan, np.float32)
+        _core.dense_backward_act(g, h if relu else None, None if relu else mask, scale, relu,
+                                 dz, db)
+        outs.append((dz, db))
+    assert outs[0][0].tobytes() == outs[1][0].tobytes()
+    assert outs[0][1].tobytes() == outs[1][1].tobytes()
+    np.testing.assert_array_equal(outs[0][0], want)
+    fin = np.isfinite(want).all(axis=0)
+    ref_db = want.astype(np.float64).sum(axis=0)
+    tol = (m + 2) * 2.0 ** -23 * np.abs(want.astype(np.float64)).sum(axis=0) + 1e-30
+    assert (np.abs(outs[0][1][fin] - ref_db[fin]) <= tol[fin]).all()
+    # db is the column sum of dz in row order: bitwise equal to colsum
+    cs = np.empty(n, np.float32)
+    _core.colsum(outs[0][0], cs)
+    assert cs[fin].tobytes() == outs[0][1][fin].tobytes()

@@ -25,6 +25,16 @@ from hypothesis import strategies as st
 
 from fastdrop import _core, kernels as K, reference as R
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _ieee_subnormals():
+    """These properties compare against IEEE NumPy bit for bit, subnormals included: run
+    the kernels with flushing off (flushing itself is tested in test_fpenv.py)."""
+    old = _core.get_flush_denormals()
+    _core.set_flush_denormals(False)
+    yield
+    _core.set_flush_denormals(old)
+
 ISAS = _core.isa_supported()
 SETTINGS = settings(max_examples=50, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

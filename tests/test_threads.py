@@ -152,6 +152,7 @@ def test_two_fits_on_two_models_concurrently():
         assert_weights_equal(m, r)
 
 
+@pytest.mark.filterwarnings("ignore:set_num_threads.*more than the cores:RuntimeWarning")
 def test_set_num_threads_toggled_during_fit_and_predict(threads, fine_switching):
     x, y = blobs(3000, seed=4)
     xp = blobs(3000, seed=5)[0]

@@ -19,7 +19,7 @@
 #include "gemm_ext.h"
 
 #include <stdatomic.h>
-#include <stdio.h>
+#include "../fpenv.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,53 +44,51 @@ static const fd_gemm_ext *ext_kernels(int isa)
 }
 
 /* ---------------------------------------------------------- packing buffers */
-/* One 64-byte-aligned buffer per thread, grown on demand.  Every buffer is listed in
- * `all_bufs` so fd_release_buffers() can free them all; it must not run while a GEMM is
- * running.  The list nodes (a few bytes per thread ever seen) are never freed. */
-typedef struct fd_pack_buf {
+/* One 64-byte-aligned buffer per thread, grown on demand; only its own thread ever
+ * allocates or frees it.  fd_release_buffers() frees the caller's buffer and bumps
+ * release_gen: every other thread frees its own at its next GEMM (pool helpers at once
+ * if idle, see fd_pool_kick), so no buffer is freed under a running GEMM.  Allocation
+ * failure is reported (NULL), never fatal. */
+typedef struct {
     float *p;
     size_t cap; /* floats */
-    struct fd_pack_buf *next;
+    uint32_t gen;
 } fd_pack_buf;
 
-static _Atomic(fd_pack_buf *) all_bufs = NULL;
-static _Thread_local fd_pack_buf *my_buf = NULL;
+static _Atomic uint32_t release_gen = 0;
+static _Thread_local fd_pack_buf my_buf = {NULL, 0, 0};
 
-static void out_of_memory(size_t floats)
+void fd_release_thread_buffers(void)
 {
-    fprintf(stderr, "fastdrop: cannot allocate %zu bytes of GEMM packing buffer\n",
-            floats * sizeof(float));
-    abort();
+    free(my_buf.p);
+    my_buf.p = NULL;
+    my_buf.cap = 0;
+    my_buf.gen = atomic_load(&release_gen);
 }
 
 static float *pack_buffer(size_t floats)
 {
-    fd_pack_buf *b = my_buf;
-    if (!b) {
-        b = calloc(1, sizeof *b);
-        if (!b) out_of_memory(0);
-        b->next = atomic_load(&all_bufs);
-        while (!atomic_compare_exchange_weak(&all_bufs, &b->next, b)) {
-        }
-        my_buf = b;
+    const uint32_t g = atomic_load_explicit(&release_gen, memory_order_relaxed);
+    if (my_buf.gen != g) fd_release_thread_buffers();
+    if (my_buf.cap < floats) {
+        free(my_buf.p);
+        my_buf.p = NULL;
+        my_buf.cap = 0;
+        if (floats > (SIZE_MAX - 63) / sizeof(float)) return NULL;
+        const size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
+        float *p = aligned_alloc(64, bytes);
+        if (!p) return NULL;
+        my_buf.p = p;
+        my_buf.cap = floats;
     }
-    if (b->cap < floats) {
-        free(b->p);
-        size_t bytes = (floats * sizeof(float) + 63) & ~(size_t)63;
-        b->p = aligned_alloc(64, bytes);
-        if (!b->p) out_of_memory(floats);
-        b->cap = floats;
-    }
-    return b->p;
+    return my_buf.p;
 }
 
 void fd_release_buffers(void)
 {
-    for (fd_pack_buf *b = atomic_load(&all_bufs); b; b = b->next) {
-        free(b->p);
-        b->p = NULL;
-        b->cap = 0;
-    }
+    atomic_fetch_add(&release_gen, 1);
+    fd_release_thread_buffers();
+    fd_pool_kick();
 }
 
 /* ------------------------------------------------------------------ packing */
@@ -192,25 +190,36 @@ FD_NO_LIBCALLS static void pack_block(int64_t kc, int64_t extent, int W,
 /* ---------------------------------------------------------------- epilogue */
 static int epilogue_active(const fd_epilogue *ep)
 {
-    return ep && (ep->bias || ep->relu || ep->mask);
+    return ep && (ep->bias || ep->relu || ep->mask || ep->scale || ep->shift);
 }
 
-/* C(r0.., c0..) rows × cols, already alpha·acc + beta·C: + bias[c], relu, mask.
- * n is the full width of C (mask bit of (r, c) is r*n + c). */
+/* C(r0.., c0..) rows × cols, already alpha·acc + beta·C: + bias[c], *scale[c] + shift[c],
+ * relu, mask.  n is the full width of C (mask bit of (r, c): mask_bit0 + R*n + c, R = r or
+ * r / mask_row_group). */
 static void apply_epilogue(float *c, int64_t ldc, int64_t r0, int64_t c0, int64_t rows,
                            int64_t cols, int64_t n, const fd_epilogue *ep)
 {
+    const int64_t g = ep->mask_row_group;
     for (int64_t r = 0; r < rows; r++) {
-        float *row = c + r * ldc;
+        float *FD_RESTRICT row = c + r * ldc;
         if (ep->bias) {
             const float *FD_RESTRICT bias = ep->bias + c0;
             for (int64_t j = 0; j < cols; j++) row[j] += bias[j];
+        }
+        if (ep->scale) {
+            const float *FD_RESTRICT sc = ep->scale + c0;
+            for (int64_t j = 0; j < cols; j++) row[j] *= sc[j];
+        }
+        if (ep->shift) {
+            const float *FD_RESTRICT sh = ep->shift + c0;
+            for (int64_t j = 0; j < cols; j++) row[j] += sh[j];
         }
         if (ep->relu)
             for (int64_t j = 0; j < cols; j++) /* as fd_relu_f32: +0 for x <= 0, NaN kept */
                 row[j] = row[j] > 0.0f ? row[j] : (row[j] != row[j] ? row[j] : 0.0f);
         if (ep->mask) {
-            const uint64_t bit0 = (uint64_t)(r0 + r) * (uint64_t)n + (uint64_t)c0;
+            const uint64_t R = (uint64_t)(g > 0 ? (r0 + r) / g : r0 + r);
+            const uint64_t bit0 = (uint64_t)ep->mask_bit0 + R * (uint64_t)n + (uint64_t)c0;
             if ((bit0 & 7) == 0) { /* byte-aligned run: the ISA's vector mask kernel */
                 fd_kt->dropout_apply(cols, row, row, ep->mask + (bit0 >> 3), ep->mask_scale);
                 continue;
@@ -287,6 +296,12 @@ static void panel_tiles(const fd_gemm_params *P, const fd_gemm_job *J, const flo
         const float *ap = abuf + ir / MR * panel_stride(kc, MR);
         if (!J->transposed) {
             float *ct = J->c + i * J->ldc + j;
+            if (ep && J->x->ukr_ep) { /* bias, scale/shift, relu, mask in registers */
+                const fd_tile_ep te = {J->ep, i, j, J->c_n};
+                J->x->ukr_ep(kc, J->alpha, ap, bp, ukr_ub ? J->b.rs : 0, ukr_ub != NULL,
+                             first ? J->beta : 1.0f, ct, J->ldc, mr, nr, &te);
+                continue;
+            }
             if (ukr_ub)
                 ukr_ub(kc, J->alpha, ap, bp, J->b.rs, first ? J->beta : 1.0f, ct, J->ldc, mr, nr);
             else
@@ -315,7 +330,7 @@ static void panel_tiles(const fd_gemm_params *P, const fd_gemm_job *J, const flo
 }
 
 /* Computed-space rectangle [i0, i1) × [j0, j1), all k: the Goto loop nest. */
-static void run_block(const fd_gemm_params *P, const fd_gemm_job *J, int64_t i0, int64_t i1,
+static int run_block(const fd_gemm_params *P, const fd_gemm_job *J, int64_t i0, int64_t i1,
                       int64_t j0, int64_t j1)
 {
     const int MR = P->mr, NR = P->nr, MR4 = (P->mr + 3) & ~3;
@@ -326,6 +341,7 @@ static void run_block(const fd_gemm_params *P, const fd_gemm_job *J, int64_t i0,
     const int64_t a_size = (mc_max / MR * panel_stride(kc_max, MR) + 15) & ~(int64_t)15;
     const int64_t b_size = J->direct_b ? 0 : nc_max / NR * panel_stride(kc_max, NR);
     float *abuf = pack_buffer((size_t)(a_size + b_size + 2 * MR4 * NR));
+    if (!abuf) return -1;
     float *bbuf = abuf + a_size;
     float *tbuf = bbuf + b_size;
 
@@ -349,11 +365,12 @@ static void run_block(const fd_gemm_params *P, const fd_gemm_job *J, int64_t i0,
             }
         }
     }
+    return 0;
 }
 
 /* Split nt threads into a tm × tn grid over the computed output; minimise the slowest
  * thread's multiply-adds plus its packing (a packed element costs ~8 multiply-adds). */
-static void thread_grid(const fd_gemm_params *P, const fd_gemm_job *J, int nt, int *tm, int *tn)
+static double thread_grid(const fd_gemm_params *P, const fd_gemm_job *J, int nt, int *tm, int *tn)
 {
     const int64_t mt = div_up(J->m, P->mr), ntl = div_up(J->n, P->nr);
     double best = -1.0;
@@ -371,43 +388,66 @@ static void thread_grid(const fd_gemm_params *P, const fd_gemm_job *J, int nt, i
             *tn = b;
         }
     }
+    return best;
 }
 
-static void run_job(const fd_gemm_params *P, const fd_gemm_job *J)
+typedef struct {
+    const fd_gemm_params *P;
+    const fd_gemm_job *J;
+    int tm, tn;
+    int err;
+} fd_cells;
+
+static void cell_chunk(void *vc, int64_t cell)
+{
+    fd_cells *C = vc;
+    const fd_gemm_params *P = C->P;
+    const fd_gemm_job *J = C->J;
+    const int64_t mt = div_up(J->m, P->mr), ntl = div_up(J->n, P->nr);
+    const int64_t ti = cell / C->tn, tj = cell % C->tn;
+    const int64_t i0 = min64(J->m, mt * ti / C->tm * P->mr);
+    const int64_t i1 = min64(J->m, mt * (ti + 1) / C->tm * P->mr);
+    const int64_t j0 = min64(J->n, ntl * tj / C->tn * P->nr);
+    const int64_t j1 = min64(J->n, ntl * (tj + 1) / C->tn * P->nr);
+    if (i0 < i1 && j0 < j1 && run_block(P, J, i0, i1, j0, j1))
+        __atomic_store_n(&C->err, 1, __ATOMIC_RELAXED);
+}
+
+/* The output is cut into a grid of cells (whole MR×NR tiles), a few per thread so that a
+ * thread that starts late is not waited for (fd_parallel); cells are independent. */
+static int run_job(const fd_gemm_params *P, const fd_gemm_job *J)
 {
     int nt = fd_threads_for(J->m * J->n * J->k, FD_GEMM_GRAIN);
     const int64_t tiles = div_up(J->m, P->mr) * div_up(J->n, P->nr);
     if (nt > tiles) nt = (int)tiles;
+    if (nt <= 1) return run_block(P, J, 0, J->m, 0, J->n);
     int tm = 1, tn = 1;
+    double cost = -1.0;
     while (nt > 1) { /* a count with no grid that fits (e.g. a prime > the tile rows) steps down */
         tm = 0;
-        thread_grid(P, J, nt, &tm, &tn);
+        cost = thread_grid(P, J, nt, &tm, &tn);
         if (tm) break;
         nt--;
     }
-    if (nt <= 1) {
-        run_block(P, J, 0, J->m, 0, J->n);
-        return;
-    }
-    const int64_t mt = div_up(J->m, P->mr), ntl = div_up(J->n, P->nr);
-#pragma omp parallel num_threads(nt)
-    {
-#ifdef _OPENMP
-        const int t = omp_get_thread_num(), tcount = omp_get_num_threads();
-#else
-        const int t = 0, tcount = 1;
-#endif
-        /* OpenMP may grant fewer threads than asked (OMP_THREAD_LIMIT, OMP_DYNAMIC,
-         * nesting): then a thread takes several cells of the grid */
-        for (int cell = t; cell < nt; cell += tcount) {
-            const int ti = cell / tn, tj = cell % tn;
-            const int64_t i0 = min64(J->m, mt * ti / tm * P->mr);
-            const int64_t i1 = min64(J->m, mt * (ti + 1) / tm * P->mr);
-            const int64_t j0 = min64(J->n, ntl * tj / tn * P->nr);
-            const int64_t j1 = min64(J->n, ntl * (tj + 1) / tn * P->nr);
-            if (i0 < i1 && j0 < j1) run_block(P, J, i0, i1, j0, j1);
+    if (nt <= 1) return run_block(P, J, 0, J->m, 0, J->n);
+    /* A few cells per thread, so that a thread that starts late (another pool holds its
+     * core) costs at most a cell: taken when the extra packing keeps the slowest thread
+     * within 4% of one cell per thread (the cost model of thread_grid). */
+    const double work = (double)J->m * (double)J->n * (double)J->k;
+    for (int mult = 4; mult >= 2; mult /= 2) {
+        const int cells = nt * mult;
+        if ((int64_t)cells > tiles || work / cells < FD_GEMM_GRAIN / 2) continue;
+        int a = 0, b = 0;
+        const double c = thread_grid(P, J, cells, &a, &b);
+        if (a && c * mult <= 1.04 * cost) {
+            tm = a;
+            tn = b;
+            break;
         }
     }
+    fd_cells C = {P, J, tm, tn, 0};
+    fd_parallel(nt, (int64_t)tm * tn, cell_chunk, &C);
+    return C.err ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- dot path */
@@ -442,96 +482,145 @@ static void transpose_rows(const float *b, int64_t ldb, int64_t n, int64_t k, fl
 
 /* C = alpha·A·op(B) + beta·C with every element a dot product of an A row and a row of
  * Bt = op(B)ᵀ (B itself when trans_b; else each thread transposes B into its own buffer,
- * n <= 16 here: cheaper than sharing one, which costs a barrier and cross-core reads).
- * Threads split the rows (n <= 16) or the 16-column chunks, rows in sixes. */
-static void run_dot(fd_gemm_dot_fn dot, int trans_b, int64_t m, int64_t n, int64_t k,
-                    float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
-                    float beta, float *c, int64_t ldc, const fd_epilogue *ep)
+ * once per call, n <= 16 here: cheaper than sharing one, which costs a barrier and
+ * cross-core reads).  Chunks are runs of rows (in sixes, n <= 16) or of 16-column chunks. */
+typedef struct {
+    fd_gemm_dot_fn dot;
+    int trans_b, split_rows;
+    int64_t m, n, k, units, nchunks;
+    float alpha, beta;
+    const float *a, *b;
+    int64_t lda, ldb, ldc;
+    float *c;
+    const fd_epilogue *ep;
+    uint64_t id;
+    int err;
+} fd_dot_job;
+
+static _Atomic uint64_t dot_job_ids = 1;
+static _Thread_local uint64_t dot_bt_id = 0; /* the job whose Bt this thread holds */
+static _Thread_local const float *dot_bt_ptr = NULL; /* ... and where */
+
+static void dot_chunk(void *vj, int64_t q)
+{
+    fd_dot_job *D = vj;
+    const float *bt = D->b;
+    int64_t ldbt = D->ldb;
+    if (!D->trans_b) { /* Bt rows 64-byte aligned, an odd number of lines apart (no L1
+                        * set shared by all of them) */
+        ldbt = ((D->k + 15) & ~(int64_t)15) | 16;
+        float *t = pack_buffer((size_t)(D->n * ldbt));
+        if (!t) {
+            dot_bt_id = 0;
+            __atomic_store_n(&D->err, 1, __ATOMIC_RELAXED);
+            return;
+        }
+        if (dot_bt_id != D->id || dot_bt_ptr != t) {
+            transpose_rows(D->b, D->ldb, D->n, D->k, t, ldbt);
+            dot_bt_id = D->id;
+            dot_bt_ptr = t;
+        }
+        bt = t;
+    }
+    const int64_t u0 = D->units * q / D->nchunks, u1 = D->units * (q + 1) / D->nchunks;
+    if (u0 >= u1) return;
+    if (D->split_rows)
+        dot_range(D->dot, u0 * 6, min64(D->m, u1 * 6), 0, D->n, D->n, D->k, D->alpha, D->a,
+                  D->lda, bt, ldbt, D->beta, D->c, D->ldc, D->ep);
+    else
+        dot_range(D->dot, 0, D->m, u0 * FD_SKINNY_N, min64(D->n, u1 * FD_SKINNY_N), D->n, D->k,
+                  D->alpha, D->a, D->lda, bt, ldbt, D->beta, D->c, D->ldc, D->ep);
+}
+
+static int run_dot(fd_gemm_dot_fn dot, int trans_b, int64_t m, int64_t n, int64_t k,
+                   float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
+                   float beta, float *c, int64_t ldc, const fd_epilogue *ep)
 {
     const int split_rows = n <= FD_SKINNY_N;
     const int64_t units = split_rows ? div_up(m, 6) : div_up(n, FD_SKINNY_N);
     int nt = fd_threads_for(m * n * k, FD_GEMM_GRAIN);
     if (nt > units) nt = (int)units;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#ifdef _OPENMP
-        const int th = omp_get_thread_num(), tcount = omp_get_num_threads();
-#else
-        const int th = 0, tcount = 1;
-#endif
-        const float *bt = b;
-        int64_t ldbt = ldb;
-        if (!trans_b) { /* Bt rows 64-byte aligned, an odd number of lines apart (no L1
-                         * set shared by all of them) */
-            ldbt = ((k + 15) & ~(int64_t)15) | 16;
-            float *t = pack_buffer((size_t)(n * ldbt));
-            transpose_rows(b, ldb, n, k, t, ldbt);
-            bt = t;
-        }
-        const int64_t u0 = units * th / tcount, u1 = units * (th + 1) / tcount;
-        if (split_rows)
-            dot_range(dot, u0 * 6, min64(m, u1 * 6), 0, n, n, k, alpha, a, lda, bt, ldbt, beta,
-                      c, ldc, ep);
-        else
-            dot_range(dot, 0, m, u0 * FD_SKINNY_N, min64(n, u1 * FD_SKINNY_N), n, k, alpha, a,
-                      lda, bt, ldbt, beta, c, ldc, ep);
-    }
+    /* chunks: a few per thread, but a transposed B is made once per thread anyway */
+    int64_t nchunks = nt > 1 ? min64(units, 4 * (int64_t)nt) : 1;
+    fd_dot_job D = {dot, trans_b, split_rows, m, n, k, units, nchunks, alpha, beta, a, b,
+                    lda, ldb, ldc, c, ep, atomic_fetch_add(&dot_job_ids, 1), 0};
+    fd_parallel(nt, nchunks, dot_chunk, &D);
+    dot_bt_id = 0;
+    return D.err ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- entry */
 /* C = beta·C (+ epilogue): k == 0 or alpha == 0, A and B are not read. */
+typedef struct {
+    int64_t n, ldc;
+    float beta;
+    float *c;
+    const fd_epilogue *ep;
+} fd_scale_job;
+
+static void scale_rows(void *vj, int64_t r0, int64_t r1)
+{
+    const fd_scale_job *S = vj;
+    for (int64_t r = r0; r < r1; r++) {
+        float *row = S->c + r * S->ldc;
+        if (S->beta == 0.0f)
+            for (int64_t j = 0; j < S->n; j++) row[j] = 0.0f;
+        else if (S->beta != 1.0f)
+            for (int64_t j = 0; j < S->n; j++) row[j] *= S->beta;
+        if (epilogue_active(S->ep)) apply_epilogue(row, S->ldc, r, 0, 1, S->n, S->n, S->ep);
+    }
+}
+
 static void scale_only(int64_t m, int64_t n, float beta, float *c, int64_t ldc,
                        const fd_epilogue *ep)
 {
-#pragma omp parallel for num_threads(fd_threads_for(m * n, 1 << 16)) schedule(static)
-    for (int64_t r = 0; r < m; r++) {
-        float *row = c + r * ldc;
-        if (beta == 0.0f)
-            for (int64_t j = 0; j < n; j++) row[j] = 0.0f;
-        else if (beta != 1.0f)
-            for (int64_t j = 0; j < n; j++) row[j] *= beta;
-        if (epilogue_active(ep)) apply_epilogue(row, ldc, r, 0, 1, n, n, ep);
-    }
+    fd_scale_job S = {n, ldc, beta, c, ep};
+    fd_parallel_range(m, div_up(1 << 16, n), 1, scale_rows, &S);
 }
 
 /* m == 1 (batch-1 inference): the row kernel over the same KC blocks as the micro-kernel
  * path — bitwise equal to that row in any batch.  Columns split across threads in
  * FD_ROW_COLS chunks when the job is large enough (columns are independent). */
 #define FD_ROW_COLS 256
-static void run_row(const fd_gemm_params *P, const fd_gemm_job *J)
+typedef struct {
+    const fd_gemm_params *P;
+    const fd_gemm_job *J;
+    int64_t KC;
+} fd_row_job;
+
+static void row_chunk(void *vj, int64_t q)
 {
-    const int64_t KC = kc_block(P, J->k), n = J->n;
-    const int64_t chunks = div_up(n, FD_ROW_COLS);
-    int nt = fd_threads_for(J->k * n, FD_GEMM_GRAIN);
-    if (nt > chunks) nt = (int)chunks;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t q = 0; q < chunks; q++) {
-        const int64_t j0 = q * FD_ROW_COLS, w = min64(FD_ROW_COLS, n - j0);
-        for (int64_t pc = 0; pc < J->k; pc += KC) {
-            const int64_t kc = min64(KC, J->k - pc);
-            J->x->row(kc, J->alpha, J->a.p + pc, J->b.p + pc * J->b.rs + j0, J->b.rs,
-                      pc == 0 ? J->beta : 1.0f, J->c + j0, w);
-        }
-        if (epilogue_active(J->ep)) apply_epilogue(J->c + j0, J->ldc, 0, j0, 1, w, J->c_n, J->ep);
+    const fd_row_job *R = vj;
+    const fd_gemm_job *J = R->J;
+    const int64_t j0 = q * FD_ROW_COLS, w = min64(FD_ROW_COLS, J->n - j0);
+    for (int64_t pc = 0; pc < J->k; pc += R->KC) {
+        const int64_t kc = min64(R->KC, J->k - pc);
+        J->x->row(kc, J->alpha, J->a.p + pc, J->b.p + pc * J->b.rs + j0, J->b.rs,
+                  pc == 0 ? J->beta : 1.0f, J->c + j0, w);
     }
+    if (epilogue_active(J->ep)) apply_epilogue(J->c + j0, J->ldc, 0, j0, 1, w, J->c_n, J->ep);
 }
 
-void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
-              const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
-              int64_t ldc, const fd_epilogue *ep)
+static void run_row(const fd_gemm_params *P, const fd_gemm_job *J)
 {
-    if (m <= 0 || n <= 0) return;
-    fd_init();
+    const int64_t chunks = div_up(J->n, FD_ROW_COLS);
+    int nt = fd_threads_for(J->k * J->n, FD_GEMM_GRAIN);
+    fd_row_job R = {P, J, kc_block(P, J->k)};
+    fd_parallel(nt, chunks, row_chunk, &R);
+}
+
+static int sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                 const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+                 int64_t ldc, const fd_epilogue *ep)
+{
     if (k <= 0 || alpha == 0.0f) {
         scale_only(m, n, beta, c, ldc, ep);
-        return;
+        return 0;
     }
     const fd_kernel_table *kt = fd_kt;
     const fd_gemm_ext *x = ext_kernels(kt->isa);
-    if (!trans_a && k >= FD_DOT_MIN_K && (n <= FD_SKINNY_N || (trans_b && m <= FD_DOT_MAX_M))) {
-        run_dot(x->dot, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
-        return;
-    }
+    if (!trans_a && k >= FD_DOT_MIN_K && (n <= FD_SKINNY_N || (trans_b && m <= FD_DOT_MAX_M)))
+        return run_dot(x->dot, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
     /* op(A)(i, p) and op(B)(p, j) as strided views */
     const fd_view va = trans_a ? (fd_view){a, 1, lda} : (fd_view){a, lda, 1};
     const fd_view vb = trans_b ? (fd_view){b, 1, ldb} : (fd_view){b, ldb, 1};
@@ -546,7 +635,19 @@ void fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float a
     J.direct_b = J.m <= FD_DIRECT_B_MAX_M && J.b.cs == 1;
     if (!J.transposed && J.m == 1 && J.a.cs == 1 && J.b.cs == 1) {
         run_row(&kt->gemm, &J);
-        return;
+        return 0;
     }
-    run_job(&kt->gemm, &J);
+    return run_job(&kt->gemm, &J);
+}
+
+int fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+             const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c,
+             int64_t ldc, const fd_epilogue *ep)
+{
+    if (m <= 0 || n <= 0) return 0;
+    fd_init();
+    const unsigned fp = fd_fp_enter();
+    const int rc = sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, ep);
+    fd_fp_exit(fp);
+    return rc;
 }

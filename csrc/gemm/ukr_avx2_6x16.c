@@ -28,7 +28,7 @@ static inline __m256i lane_mask(int64_t cnt)
 static inline __attribute__((always_inline)) void
 tile(const int rows, const int nv, const int direct, int64_t k, float alpha,
      const float *FD_RESTRICT ap, const float *FD_RESTRICT bp, int64_t rs_b, float beta,
-     float *c, int64_t rs_c, int64_t nr)
+     float *c, int64_t rs_c, int64_t nr, const fd_tile_ep *te)
 {
     const int full = nr == 8 * nv;
     const __m256i m_last = lane_mask(nr - 8 * (nv - 1));
@@ -61,19 +61,44 @@ tile(const int rows, const int nv, const int direct, int64_t k, float alpha,
     }
     const __m256 va = _mm256_set1_ps(alpha);
     const __m256 vb = _mm256_set1_ps(beta);
+    const fd_epilogue *ep = te ? te->ep : NULL;
+    const int64_t c0 = te ? te->c0 : 0;
+    const __m256 vms = _mm256_set1_ps(ep ? ep->mask_scale : 1.0f);
+    const __m256i bitsel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
 #pragma GCC unroll 6
     for (int i = 0; i < rows; i++) {
         float *ci = c + i * rs_c;
+        const uint64_t rowbit = ep && ep->mask ? fd_tile_row_bit(te, i) : 0;
 #pragma GCC unroll 2
         for (int v = 0; v < nv; v++) {
             __m256 z = _mm256_mul_ps(va, acc[i][v]);
-            if (v < nv - 1 || full) { /* vmaskmov is slow on AMD: only at the right edge */
-                if (beta != 0.0f) z = _mm256_fmadd_ps(vb, _mm256_loadu_ps(ci + 8 * v), z);
-                _mm256_storeu_ps(ci + 8 * v, z);
-            } else {
-                if (beta != 0.0f) z = _mm256_fmadd_ps(vb, _mm256_maskload_ps(ci + 8 * v, m_last), z);
-                _mm256_maskstore_ps(ci + 8 * v, m_last, z);
+            const int edge = !(v < nv - 1 || full); /* vmaskmov is slow on AMD: edge only */
+            if (beta != 0.0f)
+                z = _mm256_fmadd_ps(vb, edge ? _mm256_maskload_ps(ci + 8 * v, m_last)
+                                             : _mm256_loadu_ps(ci + 8 * v), z);
+            if (ep) { /* the register epilogue (fastdrop.h order) */
+                const int64_t col = c0 + 8 * v;
+#define FD_LOAD_COL(p) (edge ? _mm256_maskload_ps((p) + col, m_last) : _mm256_loadu_ps((p) + col))
+                if (ep->bias) z = _mm256_add_ps(z, FD_LOAD_COL(ep->bias));
+                if (ep->scale) z = _mm256_mul_ps(z, FD_LOAD_COL(ep->scale));
+                if (ep->shift) z = _mm256_add_ps(z, FD_LOAD_COL(ep->shift));
+#undef FD_LOAD_COL
+                if (ep->relu) { /* +0 for z <= 0, NaN kept (as fd_relu_f32) */
+                    const __m256 keep = _mm256_or_ps(
+                        _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_GT_OQ),
+                        _mm256_cmp_ps(z, z, _CMP_UNORD_Q));
+                    z = _mm256_and_ps(z, keep);
+                }
+                if (ep->mask) { /* 8 bits -> 8 lanes: lane l kept iff bit l set */
+                    const int cnt = v == nv - 1 ? (int)(nr - 8 * (nv - 1)) : 8;
+                    const __m256i b = _mm256_set1_epi32(
+                        (int)fd_mask_bits(ep->mask, rowbit + 8 * (uint64_t)v, cnt));
+                    const __m256i kept = _mm256_cmpeq_epi32(_mm256_and_si256(b, bitsel), bitsel);
+                    z = _mm256_and_ps(_mm256_mul_ps(z, vms), _mm256_castsi256_ps(kept));
+                }
             }
+            if (!edge) _mm256_storeu_ps(ci + 8 * v, z);
+            else _mm256_maskstore_ps(ci + 8 * v, m_last, z);
         }
     }
 }
@@ -86,14 +111,15 @@ tile(const int rows, const int nv, const int direct, int64_t k, float alpha,
     }
 #define FD_TILE_CASE(r, direct)                                                            \
     case r:                                                                                \
-        if (nr > 8) tile(r, 2, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr);         \
-        else tile(r, 1, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr);                \
+        if (nr > 8) tile(r, 2, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr, te);     \
+        else tile(r, 1, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr, te);            \
         break;
 
 static void ukr_6x16(int64_t k, float alpha, const float *ap, const float *bp, float beta,
                      float *c, int64_t rs_c, int64_t mr, int64_t nr)
 {
     const int64_t rs_b = NR;
+    const fd_tile_ep *const te = NULL;
     FD_TILE_CASES(0)
 }
 
@@ -101,7 +127,20 @@ static void ukr_ub_6x16(int64_t k, float alpha, const float *ap, const float *bp
                         int64_t rs_b, float beta, float *c, int64_t rs_c, int64_t mr,
                         int64_t nr)
 {
+    const fd_tile_ep *const te = NULL;
     FD_TILE_CASES(1)
+}
+
+static void ukr_ep_6x16(int64_t k, float alpha, const float *ap, const float *bp,
+                        int64_t rs_b, int direct, float beta, float *c, int64_t rs_c,
+                        int64_t mr, int64_t nr, const fd_tile_ep *te)
+{
+    if (direct) {
+        FD_TILE_CASES(1)
+    } else {
+        rs_b = NR;
+        FD_TILE_CASES(0)
+    }
 }
 
 /* ---------------------------------------------------------- skinny-n dot kernel */
@@ -207,4 +246,4 @@ static void dot_kernel(int64_t m, int64_t n, int64_t k, const float *a, int64_t 
 }
 
 const fd_gemm_params fd_gemm_params_avx2 = {MR, NR, 144, 256, 2048, ukr_6x16};
-const fd_gemm_ext fd_gemm_ext_avx2 = {dot_kernel, ukr_ub_6x16, fd_gemm_row_avx2};
+const fd_gemm_ext fd_gemm_ext_avx2 = {dot_kernel, ukr_ub_6x16, fd_gemm_row_avx2, ukr_ep_6x16};

@@ -24,7 +24,7 @@
 static inline __attribute__((always_inline)) void
 tile(const int rows, const int nv, const int direct, int64_t k, float alpha,
      const float *FD_RESTRICT ap, const float *FD_RESTRICT bp, int64_t rs_b, float beta,
-     float *c, int64_t rs_c, int64_t nr)
+     float *c, int64_t rs_c, int64_t nr, const fd_tile_ep *te)
 {
     const __mmask16 m_last = (__mmask16)(nr - 16 * (nv - 1) >= 16
                                              ? 0xFFFF : (1u << (nr - 16 * (nv - 1))) - 1);
@@ -58,15 +58,37 @@ tile(const int rows, const int nv, const int direct, int64_t k, float alpha,
     }
     const __m512 va = _mm512_set1_ps(alpha);
     const __m512 vb = _mm512_set1_ps(beta);
+    const fd_epilogue *ep = te ? te->ep : NULL;
+    const int64_t c0 = te ? te->c0 : 0;
+    const __m512 vms = _mm512_set1_ps(ep ? ep->mask_scale : 1.0f);
 #pragma GCC unroll 14
     for (int i = 0; i < rows; i++) {
         float *ci = c + i * rs_c;
+        const uint64_t rowbit = ep && ep->mask ? fd_tile_row_bit(te, i) : 0;
 #pragma GCC unroll 2
         for (int v = 0; v < nv; v++) {
             const __mmask16 mk = v == nv - 1 ? m_last : 0xFFFF;
             __m512 z = _mm512_mul_ps(va, acc[i][v]);
             if (beta != 0.0f)
                 z = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, ci + 16 * v), z);
+            if (ep) { /* the register epilogue (fastdrop.h order) */
+                const int64_t col = c0 + 16 * v;
+                if (ep->bias) z = _mm512_add_ps(z, _mm512_maskz_loadu_ps(mk, ep->bias + col));
+                if (ep->scale) z = _mm512_mul_ps(z, _mm512_maskz_loadu_ps(mk, ep->scale + col));
+                if (ep->shift) z = _mm512_add_ps(z, _mm512_maskz_loadu_ps(mk, ep->shift + col));
+                if (ep->relu) { /* +0 for z <= 0, NaN kept (as fd_relu_f32) */
+                    const __mmask16 keep =
+                        _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_GT_OQ) |
+                        _mm512_cmp_ps_mask(z, z, _CMP_UNORD_Q);
+                    z = _mm512_maskz_mov_ps(keep, z);
+                }
+                if (ep->mask) {
+                    const int cnt = v == nv - 1 ? (int)(nr - 16 * (nv - 1)) : 16;
+                    const __mmask16 bits =
+                        (__mmask16)fd_mask_bits(ep->mask, rowbit + 16 * (uint64_t)v, cnt);
+                    z = _mm512_maskz_mul_ps(bits, z, vms);
+                }
+            }
             _mm512_mask_storeu_ps(ci + 16 * v, mk, z);
         }
     }
@@ -83,14 +105,15 @@ tile(const int rows, const int nv, const int direct, int64_t k, float alpha,
     }
 #define FD_TILE_CASE(r, direct)                                                            \
     case r:                                                                                \
-        if (nr > 16) tile(r, 2, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr);        \
-        else tile(r, 1, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr);                \
+        if (nr > 16) tile(r, 2, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr, te);    \
+        else tile(r, 1, direct, k, alpha, ap, bp, rs_b, beta, c, rs_c, nr, te);            \
         break;
 
 static void ukr_14x32(int64_t k, float alpha, const float *ap, const float *bp, float beta,
                       float *c, int64_t rs_c, int64_t mr, int64_t nr)
 {
     const int64_t rs_b = NR;
+    const fd_tile_ep *const te = NULL;
     FD_TILE_CASES(0)
 }
 
@@ -98,7 +121,20 @@ static void ukr_ub_14x32(int64_t k, float alpha, const float *ap, const float *b
                          int64_t rs_b, float beta, float *c, int64_t rs_c, int64_t mr,
                          int64_t nr)
 {
+    const fd_tile_ep *const te = NULL;
     FD_TILE_CASES(1)
+}
+
+static void ukr_ep_14x32(int64_t k, float alpha, const float *ap, const float *bp,
+                         int64_t rs_b, int direct, float beta, float *c, int64_t rs_c,
+                         int64_t mr, int64_t nr, const fd_tile_ep *te)
+{
+    if (direct) {
+        FD_TILE_CASES(1)
+    } else {
+        rs_b = NR;
+        FD_TILE_CASES(0)
+    }
 }
 
 /* ---------------------------------------------------------- skinny-n dot kernel */
@@ -213,4 +249,5 @@ static void dot_kernel(int64_t m, int64_t n, int64_t k, const float *a, int64_t 
  * stays in L2, each KC×NC block of B (3 MiB) in L3, a KC×NR sliver of B (48 KiB) streams
  * through L1.  Measured against KC 256, MC 336, NC 1024: within 2%, KC 384 ahead. */
 const fd_gemm_params fd_gemm_params_avx512 = {MR, NR, 168, 384, 2048, ukr_14x32};
-const fd_gemm_ext fd_gemm_ext_avx512 = {dot_kernel, ukr_ub_14x32, fd_gemm_row_avx512};
+const fd_gemm_ext fd_gemm_ext_avx512 = {dot_kernel, ukr_ub_14x32, fd_gemm_row_avx512,
+                                        ukr_ep_14x32};

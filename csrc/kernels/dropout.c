@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "fpenv.h"
 
 /* Smallest job worth a thread, in blocks (4096 elements, 16 KB of float32 each):
  * below this the OpenMP fork/join costs more than the second core saves. */
@@ -22,62 +23,65 @@ uint32_t fd_dropout_threshold(double rate) {
     return (uint32_t)t; /* truncation == floor for t >= 0 */
 }
 
-/* Run the kernel on blocks [0, nb) split into one contiguous run per thread. */
+/* Run the kernel on blocks [0, nb) in contiguous runs of whole blocks. */
+typedef struct {
+    const fd_kernel_table *kt;
+    int64_t n;
+    float *out;
+    const float *x;
+    uint64_t seed;
+    uint32_t threshold;
+    float scale;
+    uint8_t *mask;
+    const uint8_t *cmask;
+} fd_drop_job;
+
+static void blocks_range(void *j_, int64_t b0, int64_t b1) {
+    const fd_drop_job *j = j_;
+    j->kt->dropout_blocks(j->n, b0, b1, j->out, j->x, j->seed, j->threshold, j->scale, j->mask);
+}
+
 static void run_blocks(int64_t n, float *out, const float *x, uint64_t seed,
                        uint32_t threshold, float scale, uint8_t *mask) {
-    const fd_kernel_table *kt = fd_kt;
     const int64_t nb = (n + FD_DROPOUT_BLOCK - 1) / FD_DROPOUT_BLOCK;
-    const int nt = fd_threads_for(nb, FD_DROPOUT_GRAIN_BLOCKS);
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        {
-            const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-            const int64_t b0 = nb * t / tn, b1 = nb * (t + 1) / tn;
-            if (b1 > b0) kt->dropout_blocks(n, b0, b1, out, x, seed, threshold, scale, mask);
-        }
-        return;
-    }
-#endif
-    (void)nt;
-    kt->dropout_blocks(n, 0, nb, out, x, seed, threshold, scale, mask);
+    fd_drop_job j = {fd_kt, n, out, x, seed, threshold, scale, mask, NULL};
+    fd_parallel_range(nb, FD_DROPOUT_GRAIN_BLOCKS, 1, blocks_range, &j);
 }
 
 void fd_dropout_mask(int64_t n, uint64_t seed, uint32_t threshold, uint8_t *mask) {
     fd_init();
     if (n <= 0) return;
+    const unsigned fp = fd_fp_enter();
     run_blocks(n, NULL, NULL, seed, threshold, 1.0f, mask);
+    fd_fp_exit(fp);
 }
 
 void fd_dropout_forward_f32(int64_t n, float *out, const float *x, uint64_t seed,
                             uint32_t threshold, float scale, uint8_t *mask) {
     fd_init();
     if (n <= 0) return;
+    const unsigned fp = fd_fp_enter();
     run_blocks(n, out, x, seed, threshold, scale, mask);
+    fd_fp_exit(fp);
+}
+
+static void apply_range(void *j_, int64_t b0, int64_t b1) {
+    const fd_drop_job *j = j_;
+    const int64_t e0 = b0 * FD_DROPOUT_BLOCK;
+    int64_t e1 = b1 * FD_DROPOUT_BLOCK;
+    if (e1 > j->n) e1 = j->n;
+    if (e1 > e0) j->kt->dropout_apply(e1 - e0, j->out + e0, j->x + e0, j->cmask + e0 / 8, j->scale);
 }
 
 void fd_dropout_apply_f32(int64_t n, float *out, const float *x, const uint8_t *mask,
                           float scale) {
     fd_init();
     if (n <= 0) return;
-    const fd_kernel_table *kt = fd_kt;
+    const unsigned fp = fd_fp_enter();
     const int64_t nb = (n + FD_DROPOUT_BLOCK - 1) / FD_DROPOUT_BLOCK;
-    const int nt = fd_threads_for(nb, FD_DROPOUT_APPLY_GRAIN_BLOCKS);
-#ifdef _OPENMP
-    if (nt > 1) {
-#pragma omp parallel num_threads(nt)
-        {
-            const int t = omp_get_thread_num(), tn = omp_get_num_threads();
-            const int64_t e0 = nb * t / tn * FD_DROPOUT_BLOCK;
-            int64_t e1 = nb * (t + 1) / tn * FD_DROPOUT_BLOCK;
-            if (e1 > n) e1 = n;
-            if (e1 > e0) kt->dropout_apply(e1 - e0, out + e0, x + e0, mask + e0 / 8, scale);
-        }
-        return;
-    }
-#endif
-    (void)nt;
-    kt->dropout_apply(n, out, x, mask, scale);
+    fd_drop_job j = {fd_kt, n, out, x, 0, 0, scale, NULL, mask};
+    fd_parallel_range(nb, FD_DROPOUT_APPLY_GRAIN_BLOCKS, 1, apply_range, &j);
+    fd_fp_exit(fp);
 }
 
 /* Copy n bits from src (starting at bit sbit) into dst (starting at bit dbit), little
@@ -99,6 +103,9 @@ static void bitcopy(uint8_t *dst, int64_t dbit, const uint8_t *src, int64_t sbit
     }
 }
 
+static void mask_range(int64_t start, int64_t n, uint64_t seed, uint32_t threshold,
+                       uint8_t *dst, int64_t dst_bit);
+
 void fd_dropout_mask_range(int64_t start, int64_t n, uint64_t seed, uint32_t threshold,
                            uint8_t *dst, int64_t dst_bit) {
     fd_init();
@@ -107,6 +114,13 @@ void fd_dropout_mask_range(int64_t start, int64_t n, uint64_t seed, uint32_t thr
         fd_dropout_mask(n, seed, threshold, dst + dst_bit / 8);
         return;
     }
+    const unsigned fp = fd_fp_enter();
+    mask_range(start, n, seed, threshold, dst, dst_bit);
+    fd_fp_exit(fp);
+}
+
+static void mask_range(int64_t start, int64_t n, uint64_t seed, uint32_t threshold,
+                       uint8_t *dst, int64_t dst_bit) {
     const fd_kernel_table *kt = fd_kt;
     uint8_t tmp[FD_DROPOUT_BLOCK / 8];
     const int64_t b_first = start / FD_DROPOUT_BLOCK;

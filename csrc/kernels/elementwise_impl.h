@@ -45,6 +45,63 @@ void FD_FN(fd_adam)(int64_t n, float *FD_RESTRICT w, const float *FD_RESTRICT g,
     }
 }
 
+/* Fused Dense backward on columns [c0, c1) (at most FD_DB_CB wide), every row in order:
+ *   relu: dz = h > 0 ? grad*scale : 0;  else dz = mask bit (r*n + c) ? grad*scale : 0;
+ *   db[c] = column sums of dz in row order (== fd_colsum_f32).
+ * Mask bits are expanded 32 at a time from one 32-bit word (per-lane variable shifts,
+ * vectorised for the ISA), never reading a byte past the last bit needed. */
+#define FD_DB_CB 256
+static inline uint32_t FD_FN(db_bits)(const uint8_t *mask, uint64_t b, int cnt) {
+    const uint8_t *p = mask + (b >> 3);
+    const int sh = (int)(b & 7), nbytes = (sh + cnt + 7) >> 3;
+    uint64_t w = 0;
+    for (int i = 0; i < nbytes; i++) w |= (uint64_t)p[i] << (8 * i);
+    return (uint32_t)(w >> sh);
+}
+
+void FD_FN(fd_dense_backward_cols)(int64_t m, int64_t n, int64_t c0, int64_t c1,
+                                   float *FD_RESTRICT dz, float *FD_RESTRICT db,
+                                   const float *FD_RESTRICT grad, const float *FD_RESTRICT h,
+                                   const uint8_t *FD_RESTRICT mask, float scale, int relu) {
+    float acc[FD_DB_CB];
+    const int64_t w = c1 - c0;
+    for (int64_t j = 0; j < w; j++) acc[j] = 0.0f;
+    for (int64_t r = 0; r < m; r++) {
+        const float *FD_RESTRICT g = grad + r * n + c0;
+        float *FD_RESTRICT d = dz + r * n + c0;
+        if (relu) {
+            const float *FD_RESTRICT hr = h + r * n + c0;
+            for (int64_t j = 0; j < w; j++) {
+                const float v = hr[j] > 0.0f ? g[j] * scale : 0.0f;
+                d[j] = v;
+                acc[j] += v;
+            }
+            continue;
+        }
+        const uint64_t bit0 = (uint64_t)r * (uint64_t)n + (uint64_t)c0;
+        int64_t j = 0;
+        for (; j + 32 <= w; j += 32) {
+            const uint32_t bits = FD_FN(db_bits)(mask, bit0 + (uint64_t)j, 32);
+            for (int q = 0; q < 32; q++) {
+                const float v = (bits >> q) & 1u ? g[j + q] * scale : 0.0f;
+                d[j + q] = v;
+                acc[j + q] += v;
+            }
+        }
+        if (j < w) {
+            const int cnt = (int)(w - j);
+            const uint32_t bits = FD_FN(db_bits)(mask, bit0 + (uint64_t)j, cnt);
+            for (int q = 0; q < cnt; q++) {
+                const float v = (bits >> q) & 1u ? g[j + q] * scale : 0.0f;
+                d[j + q] = v;
+                acc[j + q] += v;
+            }
+        }
+    }
+    if (db)
+        for (int64_t j = 0; j < w; j++) db[c0 + j] = acc[j];
+}
+
 /* ------------------------------------------------------------ exp and softmax */
 /* exp(x) for x <= 0 (max-subtracted logits), branch-free so that it vectorizes on every
  * ISA: Cody–Waite reduction x = n·ln2 + r, |r| <= ln2/2, a degree-6 polynomial for e^r

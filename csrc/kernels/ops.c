@@ -1,8 +1,9 @@
 /* ops.c — public entry points of the elementwise, loss and optimizer kernels.
- * Elementwise work is cut into contiguous chunks across OpenMP threads (no reductions
+ * Elementwise work is cut into contiguous chunks across threads (fd_parallel_range) (no reductions
  * cross threads); losses reduce per row in parallel and then sum rows in order, so every
  * result is bitwise identical for any thread count. */
 #include "../internal.h"
+#include "../fpenv.h"
 
 #include <float.h>
 #include <math.h>
@@ -10,150 +11,174 @@
 
 #define FD_EW_GRAIN (1 << 15) /* elements per thread below which we stay serial */
 
-/* Run body(lo, hi) over [0, n) in per-thread chunks aligned to 16 elements. */
-#define FD_PARALLEL_CHUNKS(n, grain, body)                                          \
-    do {                                                                            \
-        int nt_ = fd_threads_for((n), (grain));                                     \
-        if (nt_ <= 1) {                                                             \
-            int64_t lo = 0, hi = (n);                                               \
-            body;                                                                   \
-        } else {                                                                    \
-            _Pragma("omp parallel num_threads(nt_)") {                              \
-                int t_ = 0, T_ = 1;                                                 \
-                FD_OMP_IDS(t_, T_);                                                 \
-                int64_t per_ = (((n) + T_ - 1) / T_ + 15) & ~(int64_t)15;           \
-                int64_t lo = per_ * t_, hi = lo + per_ < (n) ? lo + per_ : (n);     \
-                if (lo < hi) { body; }                                              \
-            }                                                                       \
-        }                                                                           \
-    } while (0)
+/* Public entry: the kernel table, then the kernels' floating-point mode (fpenv.h). */
+#define FD_ENTER() \
+    fd_init();     \
+    const unsigned fp_ = fd_fp_enter()
+#define FD_EXIT() fd_fp_exit(fp_)
 
-#ifdef _OPENMP
-#define FD_OMP_IDS(t, T) (t = omp_get_thread_num(), T = omp_get_num_threads())
-#else
-#define FD_OMP_IDS(t, T) ((void)0)
-#endif
+static int64_t grain_units(int64_t unit_work) /* units of unit_work elements per grain */
+{
+    if (unit_work < 1) unit_work = 1;
+    return (FD_EW_GRAIN + unit_work - 1) / unit_work;
+}
+
+/* Argument block of the elementwise range functions below. */
+typedef struct {
+    const fd_kernel_table *kt;
+    float *out, *m, *v;
+    const float *x, *y;
+    const uint8_t *mask;
+    int64_t rows, cols;
+    float s0, s1, s2, s3, s4;
+    int flag;
+    float *db;
+} fd_ew;
+
+static void relu_range(void *c_, int64_t lo, int64_t hi) {
+    const fd_ew *c = c_;
+    c->kt->relu(hi - lo, c->out + lo, c->x + lo);
+}
 
 void fd_relu_f32(int64_t n, float *out, const float *x) {
-    fd_init();
-    FD_PARALLEL_CHUNKS(n, FD_EW_GRAIN, fd_kt->relu(hi - lo, out + lo, x + lo));
+    FD_ENTER();
+    fd_ew c = {.kt = fd_kt, .out = out, .x = x};
+    fd_parallel_range(n, FD_EW_GRAIN, 16, relu_range, &c);
+    FD_EXIT();
+}
+
+static void relu_backward_range(void *c_, int64_t lo, int64_t hi) {
+    const fd_ew *c = c_;
+    c->kt->relu_backward(hi - lo, c->out + lo, c->x + lo, c->y + lo);
 }
 
 void fd_relu_backward_f32(int64_t n, float *out, const float *grad, const float *y) {
-    fd_init();
-    FD_PARALLEL_CHUNKS(n, FD_EW_GRAIN, fd_kt->relu_backward(hi - lo, out + lo, grad + lo, y + lo));
+    FD_ENTER();
+    fd_ew c = {.kt = fd_kt, .out = out, .x = grad, .y = y};
+    fd_parallel_range(n, FD_EW_GRAIN, 16, relu_backward_range, &c);
+    FD_EXIT();
+}
+
+static void relu_dropout_backward_range(void *c_, int64_t lo, int64_t hi) {
+    const fd_ew *c = c_;
+    c->kt->relu_dropout_backward(hi - lo, c->out + lo, c->x + lo, c->y + lo, c->s0);
 }
 
 void fd_relu_dropout_backward_f32(int64_t n, float *out, const float *grad, const float *h,
                                   float scale) {
-    fd_init();
-    FD_PARALLEL_CHUNKS(n, FD_EW_GRAIN,
-                       fd_kt->relu_dropout_backward(hi - lo, out + lo, grad + lo, h + lo, scale));
+    FD_ENTER();
+    fd_ew c = {.kt = fd_kt, .out = out, .x = grad, .y = h, .s0 = scale};
+    fd_parallel_range(n, FD_EW_GRAIN, 16, relu_dropout_backward_range, &c);
+    FD_EXIT();
+}
+
+static void bias_add_rows(void *c_, int64_t r0, int64_t r1) {
+    const fd_ew *c = c_;
+    const int64_t n = c->cols;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *FD_RESTRICT xr = c->x + r * n;
+        float *orow = c->out + r * n;
+        const float *FD_RESTRICT bias = c->y;
+        for (int64_t j = 0; j < n; j++) orow[j] = xr[j] + bias[j];
+    }
 }
 
 void fd_bias_add_f32(int64_t m, int64_t n, float *out, const float *x, const float *bias) {
-    int nt = fd_threads_for(m * n, FD_EW_GRAIN);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < m; r++) {
-        const float *xr = x + r * n;
-        float *orow = out + r * n;
-        for (int64_t c = 0; c < n; c++) orow[c] = xr[c] + bias[c];
-    }
+    FD_ENTER();
+    fd_ew c = {.out = out, .x = x, .y = bias, .cols = n};
+    fd_parallel_range(m, grain_units(n), 1, bias_add_rows, &c);
+    FD_EXIT();
 }
 
 /* Column sums: threads split the columns; each column is summed over rows in order. */
-void fd_colsum_f32(int64_t m, int64_t n, float *out, const float *x, float alpha, float beta) {
-    const int64_t CB = 256; /* columns per task: a row segment of 1 KiB */
-    int64_t tasks = (n + CB - 1) / CB;
-    int nt = fd_threads_for(m * n, FD_EW_GRAIN);
-    if (nt > tasks) nt = (int)tasks;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t t = 0; t < tasks; t++) {
-        int64_t c0 = t * CB, c1 = c0 + CB < n ? c0 + CB : n;
-        float acc[256];
-        for (int64_t c = c0; c < c1; c++) acc[c - c0] = 0.0f;
+#define FD_CB 256 /* columns per task: a row segment of 1 KiB */
+static void colsum_tasks(void *c_, int64_t t0, int64_t t1) {
+    const fd_ew *c = c_;
+    const int64_t m = c->rows, n = c->cols;
+    const float alpha = c->s0, beta = c->s1;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t c0 = t * FD_CB, c1 = c0 + FD_CB < n ? c0 + FD_CB : n;
+        float acc[FD_CB];
+        for (int64_t j = c0; j < c1; j++) acc[j - c0] = 0.0f;
         for (int64_t r = 0; r < m; r++) {
-            const float *xr = x + r * n;
-            for (int64_t c = c0; c < c1; c++) acc[c - c0] += xr[c];
+            const float *xr = c->x + r * n;
+            for (int64_t j = c0; j < c1; j++) acc[j - c0] += xr[j];
         }
-        for (int64_t c = c0; c < c1; c++)
-            out[c] = beta == 0.0f ? alpha * acc[c - c0] : alpha * acc[c - c0] + beta * out[c];
+        for (int64_t j = c0; j < c1; j++)
+            c->out[j] = beta == 0.0f ? alpha * acc[j - c0] : alpha * acc[j - c0] + beta * c->out[j];
     }
+}
+
+void fd_colsum_f32(int64_t m, int64_t n, float *out, const float *x, float alpha, float beta) {
+    FD_ENTER();
+    fd_ew c = {.out = out, .x = x, .rows = m, .cols = n, .s0 = alpha, .s1 = beta};
+    fd_parallel_range((n + FD_CB - 1) / FD_CB, grain_units(m * FD_CB), 1, colsum_tasks, &c);
+    FD_EXIT();
 }
 
 /* Fused backward of (bias) -> ReLU -> dropout given the layer output h:
  *   dz = grad*scale where h > 0 else 0 (relu = 1), or dz = mask ? grad*scale : 0 (relu = 0,
  *   mask given), and db = column sums of dz — in one pass over grad.  Threads split the
  *   columns; each column is summed in row order (bitwise equal to fd_colsum_f32). */
+static void dense_backward_tasks(void *c_, int64_t t0, int64_t t1) {
+    const fd_ew *c = c_;
+    const int64_t n = c->cols;
+    for (int64_t t = t0; t < t1; t++) {
+        const int64_t c0 = t * FD_CB, c1 = c0 + FD_CB < n ? c0 + FD_CB : n;
+        c->kt->dense_backward_cols(c->rows, n, c0, c1, c->out, c->db, c->x, c->y, c->mask,
+                                   c->s0, c->flag);
+    }
+}
+
 void fd_dense_backward_act_f32(int64_t m, int64_t n, float *dz, float *db, const float *grad,
                                const float *h, const uint8_t *mask, float scale, int relu) {
-    const int64_t CB = 256;
-    int64_t tasks = (n + CB - 1) / CB;
-    int nt = fd_threads_for(m * n, FD_EW_GRAIN);
-    if (nt > tasks) nt = (int)tasks;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t t = 0; t < tasks; t++) {
-        int64_t c0 = t * CB, c1 = c0 + CB < n ? c0 + CB : n;
-        float acc[256];
-        for (int64_t c = c0; c < c1; c++) acc[c - c0] = 0.0f;
-        for (int64_t r = 0; r < m; r++) {
-            const float *g = grad + r * n;
-            float *d = dz + r * n;
-            if (relu) {
-                const float *hr = h + r * n;
-                for (int64_t c = c0; c < c1; c++) {
-                    float v = hr[c] > 0.0f ? g[c] * scale : 0.0f;
-                    d[c] = v;
-                    acc[c - c0] += v;
-                }
-            } else {
-                for (int64_t c = c0; c < c1; c++) {
-                    int64_t i = r * n + c;
-                    float v = (mask[i >> 3] >> (i & 7)) & 1 ? g[c] * scale : 0.0f;
-                    d[c] = v;
-                    acc[c - c0] += v;
-                }
-            }
-        }
-        if (db)
-            for (int64_t c = c0; c < c1; c++) db[c] = acc[c - c0];
-    }
+    FD_ENTER();
+    fd_ew c = {.kt = fd_kt, .out = dz, .db = db, .x = grad, .y = h, .mask = mask, .rows = m,
+               .cols = n, .s0 = scale, .flag = relu};
+    fd_parallel_range((n + FD_CB - 1) / FD_CB, grain_units(m * FD_CB), 1, dense_backward_tasks,
+                      &c);
+    FD_EXIT();
 }
 
 /* ------------------------------------------------------------------- losses */
 /* Rows go in chunks of XENT_CHUNK through a stack buffer of per-row losses: the rows of a
- * chunk are computed in parallel (contiguous ranges per thread, per-ISA row kernel), then
- * summed in row order — deterministic for any thread count, and no allocation. */
+ * chunk are computed in parallel (contiguous ranges, per-ISA row kernel), then summed in
+ * row order — deterministic for any thread count, and no allocation. */
 #define XENT_CHUNK 1024
+typedef struct {
+    const fd_kernel_table *kt;
+    int64_t c;
+    const float *z, *t;
+    const int64_t *y;
+    float scale;
+    float *g;
+    double *rows;
+    float *out;
+} fd_rows_job;
+
+static void xent_range(void *j_, int64_t r0, int64_t r1) {
+    const fd_rows_job *j = j_;
+    j->kt->xent_rows(r0, r1, j->c, j->z, j->y, j->t, j->scale, j->g, j->rows);
+}
+
 static double xent(int64_t n, int64_t c, const float *logits, const int64_t *labels,
                    const float *targets, float scale, float *grad, float *loss_rows) {
-    fd_init();
+    FD_ENTER();
     const fd_kernel_table *kt = fd_kt;
     double rows[XENT_CHUNK];
     double total = 0.0;
     for (int64_t c0 = 0; c0 < n; c0 += XENT_CHUNK) {
         const int64_t len = n - c0 < XENT_CHUNK ? n - c0 : XENT_CHUNK;
-        const float *z = logits + c0 * c;
-        const int64_t *y = labels ? labels + c0 : NULL;
-        const float *t = targets ? targets + c0 * c : NULL;
-        float *g = grad ? grad + c0 * c : NULL;
-        int nt = fd_threads_for(len * c, 1 << 15);
-        if (nt <= 1) {
-            kt->xent_rows(0, len, c, z, y, t, scale, g, rows);
-        } else {
-#pragma omp parallel num_threads(nt)
-            {
-                int ti = 0, T = 1;
-                FD_OMP_IDS(ti, T);
-                int64_t r0 = len * ti / T, r1 = len * (ti + 1) / T;
-                if (r1 > r0) kt->xent_rows(r0, r1, c, z, y, t, scale, g, rows);
-            }
-        }
+        fd_rows_job j = {kt, c, logits + c0 * c, targets ? targets + c0 * c : NULL,
+                         labels ? labels + c0 : NULL, scale, grad ? grad + c0 * c : NULL, rows,
+                         NULL};
+        fd_parallel_range(len, grain_units(c), 16, xent_range, &j);
         for (int64_t r = 0; r < len; r++) {
             total += rows[r];
             if (loss_rows) loss_rows[c0 + r] = (float)rows[r];
         }
     }
+    FD_EXIT();
     return total;
 }
 
@@ -169,95 +194,120 @@ double fd_softmax_xent_targets_f32(int64_t n, int64_t c, const float *logits,
     return xent(n, c, logits, NULL, targets, scale, grad, loss_rows);
 }
 
+static void softmax_range(void *j_, int64_t r0, int64_t r1) {
+    const fd_rows_job *j = j_;
+    j->kt->softmax_rows(r0, r1, j->c, j->out, j->z);
+}
+
 void fd_softmax_f32(int64_t n, int64_t c, float *out, const float *x) {
-    fd_init();
-    const fd_kernel_table *kt = fd_kt;
-    int nt = fd_threads_for(n * c, 1 << 15);
-    if (nt > n) nt = (int)n;
-    if (nt <= 1) {
-        kt->softmax_rows(0, n, c, out, x);
-        return;
-    }
-#pragma omp parallel num_threads(nt)
-    {
-        int t = 0, T = 1;
-        FD_OMP_IDS(t, T);
-        int64_t r0 = n * t / T, r1 = n * (t + 1) / T;
-        if (r1 > r0) kt->softmax_rows(r0, r1, c, out, x);
-    }
+    FD_ENTER();
+    fd_rows_job j = {fd_kt, c, x, NULL, NULL, 0.0f, NULL, NULL, out};
+    fd_parallel_range(n, grain_units(c), 1, softmax_range, &j);
+    FD_EXIT();
 }
 
 double fd_mse_f32(int64_t n, const float *pred, const float *target, float scale, float *grad) {
+    FD_ENTER();
     double total = 0.0;
     for (int64_t i = 0; i < n; i++) {
         double d = (double)pred[i] - (double)target[i];
         total += d * d;
         if (grad) grad[i] = (float)(d * (double)scale);
     }
+    FD_EXIT();
     return total;
 }
 
 /* --------------------------------------------------------------- optimizers */
-void fd_regularize_grad_f32(int64_t n, float *g, const float *w, float l1, float l2) {
-    int nt = fd_threads_for(n, FD_EW_GRAIN);
-    const float two_l2 = 2.0f * l2;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
+static void regularize_range(void *c_, int64_t lo, int64_t hi) {
+    const fd_ew *c = c_;
+    float *FD_RESTRICT g = c->out;
+    const float *FD_RESTRICT w = c->x;
+    const float l1 = c->s0, two_l2 = c->s1;
+    for (int64_t i = lo; i < hi; i++) {
         float s = (w[i] > 0.0f) - (w[i] < 0.0f);
         g[i] = g[i] + l1 * s + two_l2 * w[i];
     }
 }
 
-void fd_sgd_update_f32(int64_t n, float *w, const float *g, float *vel, float lr,
-                       float momentum, int nesterov, float weight_decay) {
-    int nt = fd_threads_for(n, FD_EW_GRAIN);
-    /* Keras SGD: v = momentum*v - lr*g; w += v (nesterov: w += momentum*v - lr*g).
-     * weight_decay is decoupled: w -= lr*wd*w first. */
-    const float wd_lr = lr * weight_decay;
+void fd_regularize_grad_f32(int64_t n, float *g, const float *w, float l1, float l2) {
+    FD_ENTER();
+    fd_ew c = {.out = g, .x = w, .s0 = l1, .s1 = 2.0f * l2};
+    fd_parallel_range(n, FD_EW_GRAIN, 16, regularize_range, &c);
+    FD_EXIT();
+}
+
+/* Keras SGD: v = momentum*v - lr*g; w += v (nesterov: w += momentum*v - lr*g).
+ * weight_decay is decoupled: w -= lr*wd*w first. */
+static void sgd_range(void *c_, int64_t lo, int64_t hi) {
+    const fd_ew *c = c_;
+    float *FD_RESTRICT w = c->out, *FD_RESTRICT vel = c->v;
+    const float *FD_RESTRICT g = c->x;
+    const float lr = c->s0, momentum = c->s1, wd_lr = c->s2;
     if (momentum == 0.0f || !vel) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t i = 0; i < n; i++) w[i] = w[i] - wd_lr * w[i] - lr * g[i];
+        for (int64_t i = lo; i < hi; i++) w[i] = w[i] - wd_lr * w[i] - lr * g[i];
         return;
     }
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = lo; i < hi; i++) {
         float wi = w[i] - wd_lr * w[i];
         float v = momentum * vel[i] - lr * g[i];
         vel[i] = v;
-        w[i] = nesterov ? wi + momentum * v - lr * g[i] : wi + v;
+        w[i] = c->flag ? wi + momentum * v - lr * g[i] : wi + v;
     }
+}
+
+void fd_sgd_update_f32(int64_t n, float *w, const float *g, float *vel, float lr,
+                       float momentum, int nesterov, float weight_decay) {
+    FD_ENTER();
+    fd_ew c = {.out = w, .x = g, .v = vel, .s0 = lr, .s1 = momentum, .s2 = lr * weight_decay,
+               .flag = nesterov};
+    fd_parallel_range(n, FD_EW_GRAIN, 16, sgd_range, &c);
+    FD_EXIT();
+}
+
+static void adam_range(void *c_, int64_t lo, int64_t hi) {
+    const fd_ew *c = c_;
+    c->kt->adam(hi - lo, c->out + lo, c->x + lo, c->m + lo, c->v + lo, c->s0, c->s1, c->s2,
+                c->s3, c->s4);
 }
 
 void fd_adam_update_f32(int64_t n, float *w, const float *g, float *m, float *v, float lr,
                         float beta1, float beta2, float eps, float weight_decay, int64_t t) {
-    fd_init();
+    FD_ENTER();
     double b1t = pow((double)beta1, (double)t), b2t = pow((double)beta2, (double)t);
     float lr_t = (float)((double)lr * sqrt(1.0 - b2t) / (1.0 - b1t));
-    float wd_lr = lr * weight_decay;
-    FD_PARALLEL_CHUNKS(n, FD_EW_GRAIN,
-                       fd_kt->adam(hi - lo, w + lo, g + lo, m + lo, v + lo, lr_t, beta1, beta2,
-                                   eps, wd_lr));
+    fd_ew c = {.kt = fd_kt, .out = w, .x = g, .m = m, .v = v, .s0 = lr_t, .s1 = beta1,
+               .s2 = beta2, .s3 = eps, .s4 = lr * weight_decay};
+    fd_parallel_range(n, FD_EW_GRAIN, 16, adam_range, &c);
+    FD_EXIT();
+}
+
+static void maxnorm_tasks(void *c_, int64_t t0, int64_t t1) {
+    const fd_ew *c = c_;
+    const int64_t rows = c->rows, cols = c->cols;
+    float *w = c->out;
+    const float max_value = c->s0;
+    for (int64_t t = t0; t < t1; t++) {
+        int64_t c0 = t * FD_CB, c1 = c0 + FD_CB < cols ? c0 + FD_CB : cols;
+        float acc[FD_CB];
+        for (int64_t j = c0; j < c1; j++) acc[j - c0] = 0.0f;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = c0; j < c1; j++) acc[j - c0] += w[r * cols + j] * w[r * cols + j];
+        for (int64_t j = c0; j < c1; j++) {
+            float norm = sqrtf(acc[j - c0]);
+            /* Keras MaxNorm: w * clip(norm, 0, max) / (eps + norm) */
+            float desired = norm < max_value ? norm : max_value;
+            acc[j - c0] = desired / (1e-7f + norm);
+        }
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = c0; j < c1; j++) w[r * cols + j] *= acc[j - c0];
+    }
 }
 
 void fd_maxnorm_f32(int64_t rows, int64_t cols, float *w, float max_value) {
-    const int64_t CB = 256;
-    int64_t tasks = (cols + CB - 1) / CB;
-    int nt = fd_threads_for(rows * cols, FD_EW_GRAIN);
-    if (nt > tasks) nt = (int)tasks;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t t = 0; t < tasks; t++) {
-        int64_t c0 = t * CB, c1 = c0 + CB < cols ? c0 + CB : cols;
-        float acc[256];
-        for (int64_t c = c0; c < c1; c++) acc[c - c0] = 0.0f;
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = c0; c < c1; c++) acc[c - c0] += w[r * cols + c] * w[r * cols + c];
-        for (int64_t c = c0; c < c1; c++) {
-            float norm = sqrtf(acc[c - c0]);
-            /* Keras MaxNorm: w * clip(norm, 0, max) / (eps + norm) */
-            float desired = norm < max_value ? norm : max_value;
-            acc[c - c0] = desired / (1e-7f + norm);
-        }
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = c0; c < c1; c++) w[r * cols + c] *= acc[c - c0];
-    }
+    FD_ENTER();
+    fd_ew c = {.out = w, .rows = rows, .cols = cols, .s0 = max_value};
+    fd_parallel_range((cols + FD_CB - 1) / FD_CB, grain_units(rows * FD_CB), 1, maxnorm_tasks,
+                      &c);
+    FD_EXIT();
 }
