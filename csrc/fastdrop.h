@@ -12,7 +12,7 @@
  *     flushed to zero (FTZ + DAZ) unless fd_set_flush_denormals(0); the caller's MXCSR
  *     is restored before return (fpenv.h).
  *   - Threads: work is cut into independent chunks claimed by the calling thread and by
- *     helper threads (pool.c); a helper that starts late is never waited for.
+ *     helper threads (parallel.c); a helper that starts late is never waited for.
  *   - Inputs are validated by the Python layer; the C layer trusts sizes and pointers.
  *   - Results are bitwise identical for any thread count on the same ISA path:
  *     no reduction is ever split across threads.

@@ -20,7 +20,7 @@
  * threads than chunks of work, so tiny calls stay single-threaded. */
 int fd_threads_for(int64_t work, int64_t grain);
 
-/* ----------------------------------------------------------- parallel chunks (pool.c) */
+/* ----------------------------------------------------------- parallel chunks (parallel.c) */
 /* Run fn(ctx, i) for every i in [0, nchunks) on up to nt threads, the caller included;
  * returns once every chunk is done (a helper that starts late finds nothing left and is
  * not waited for).  Chunks must be independent (disjoint outputs): which thread runs a

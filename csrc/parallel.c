@@ -1,4 +1,4 @@
-/* pool.c — fd_parallel: chunks of work claimed by the calling thread and by helpers.
+/* parallel.c — fd_parallel: chunks of work claimed by the calling thread and by helpers.
  *
  * Why not a plain `#pragma omp parallel`: its closing barrier waits for every thread of
  * the team.  When another thread pool (NumPy's OpenBLAS, PyTorch, the user's threads)
