@@ -647,6 +647,7 @@ void fd_embedding_forward(int64_t n, int64_t dim, const float *ids, const float 
 {
     unsigned fp = fd_fp_enter();
     int nt = fd_threads_for(n * dim, 1 << 16);
+    (void)nt;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < n; i++)
         memcpy(out + i * dim, E + (int64_t)ids[i] * dim, (size_t)dim * sizeof(float));
