@@ -154,14 +154,20 @@ static inline void gemm(int ta, int tb, int64_t m, int64_t n, int64_t k, const f
 static void pack_b(int64_t k0, int64_t kr, int64_t kt, int64_t n, const float *B, int64_t sk,
                    int64_t sn, int NR, float *dst)
 {
-    for (int64_t q = 0; q * NR < n; q++)
+    for (int64_t q = 0; q * NR < n; q++) {
+        const int64_t w = n - q * NR < NR ? n - q * NR : NR;
         for (int64_t p = 0; p < kr; p++) {
-            float *d = dst + (q * kt + k0 + p) * NR;
-            for (int64_t i = 0; i < NR; i++) {
-                const int64_t j = q * NR + i;
-                d[i] = (j < n && B) ? B[p * sk + j * sn] : 0.0f;
+            float *FD_RESTRICT d = dst + (q * kt + k0 + p) * NR;
+            if (!B) {
+                for (int64_t i = 0; i < NR; i++) d[i] = 0.0f;
+                continue;
             }
+            const float *FD_RESTRICT b = B + p * sk + q * NR * sn;
+            if (sn == 1) for (int64_t i = 0; i < w; i++) d[i] = b[i];
+            else for (int64_t i = 0; i < w; i++) d[i] = b[i * sn];
+            for (int64_t i = w; i < NR; i++) d[i] = 0.0f;
         }
+    }
 }
 
 /* Columns [k0, k0+kc) of the packed A (m rows; MR-tall panels of kt columns: panel r at
@@ -647,6 +653,7 @@ void fd_embedding_forward(int64_t n, int64_t dim, const float *ids, const float 
 {
     unsigned fp = fd_fp_enter();
     int nt = fd_threads_for(n * dim, 1 << 16);
+    (void)nt;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t i = 0; i < n; i++)
         memcpy(out + i * dim, E + (int64_t)ids[i] * dim, (size_t)dim * sizeof(float));
