@@ -87,6 +87,7 @@ def tiny_config():
                 train_models=[(20, 16, 16, 4)], train_threads=sorted({1, min(2, _cpu_count())}),
                 train_steps={16: 2}, predict=True,
                 mixed_samples=5, steady=dict(epochs=2, samples=256, sizes=(784, 16, 10)),
+                models=False,
                 budget=0.005, sample_s=0.001, min_samples=1)
 
 
@@ -796,6 +797,9 @@ def run(cfg, log=None):
         res["predict"] = bench_predict(ctx) if cfg.get("predict") else []
         res["mixed"] = bench_mixed(ctx)
         res["steady"] = bench_steady(ctx)
+        if cfg.get("models", True):
+            from .benchmarks.models import bench_models
+            res["models"] = bench_models(ctx, _torch(cfg))
     finally:
         fastdrop.set_num_threads(old_threads)
         ctx.blas.restore()
@@ -896,6 +900,9 @@ def targets(res):
     for st in res.get("steady", []):
         add(f"train {st['model']} epoch {st['epochs']} / epoch 1 ({st['data']} data)",
             st["ratio"], goal=0.95)
+    if res.get("models"):
+        from .benchmarks.models import model_targets
+        model_targets(res["models"], add)
     for s in res.get("thread_scaling", []):
         if s["model"] == "784-1024-1024-10" and s["threads_hi"] >= 2:
             add(f"thread scaling {s['model']} {s['threads_hi']}T/{s['threads_lo']}T",

@@ -359,9 +359,6 @@ class Sequential:
                 {"dlogits": ((rows,) + self._bound_out, np.float32)})
             self._capacity = rows
 
-    def _row_bytes(self):
-        return max(1, self._arena.nbytes // max(1, self._capacity))
-
     # ----------------------------------------------------------------- compiling
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
         """Configure training.  optimizer: a name ('adam', 'sgd', 'adamw', ...) or an

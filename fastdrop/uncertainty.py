@@ -81,13 +81,17 @@ def _mc_moments(model, x, mc_samples, seed, batch_size):
     if n == 0:
         return (np.empty((0,) + out_shape, np.float32), np.empty((0,) + out_shape, np.float32),
                 np.empty(0))
-    per_row = model._row_bytes()
-    m_chunk = batch_size or max(1, _MC_CHUNK_BYTES // (T * per_row))
-    m_chunk = max(1, min(n, m_chunk))
-    model._ensure(sample_shape, T * m_chunk)
     stages = model._stages
     k = model._first_noisy
     prefix, rest = stages[:k], stages[k:]
+    # the prefix runs on m rows, the rest on T*m rows: chunks sized by activation bytes
+    rb = model._arena.row_bytes(stages)
+    per_sample = sum(rb[:k]) + T * sum(rb[k:])
+    m_chunk = batch_size or max(1, _MC_CHUNK_BYTES // per_sample)
+    m_chunk = max(1, min(n, m_chunk))
+    model._arena.allocate(stages, T * m_chunk,
+                          capacities=[m_chunk] * k + [T * m_chunk] * (len(stages) - k))
+    model._capacity = 0        # the next plain call allocates its own capacity again
     mid_shape = prefix[-1].out_shape if prefix else sample_shape
     tiled = np.empty((T * m_chunk,) + tuple(mid_shape), np.float32)
     probs = np.empty((T * m_chunk, c), np.float32)

@@ -13,9 +13,12 @@ class Arena:
         self.block = None
         self.shapes = None
 
-    def allocate(self, stages, capacity, extra=None):
-        """extra: {name: (shape, dtype)} for the model's own buffers; returns their views."""
-        specs = [(s, s.buffers(capacity)) for s in stages]
+    def allocate(self, stages, capacity, extra=None, capacities=None):
+        """extra: {name: (shape, dtype)} for the model's own buffers; returns their views.
+        capacities: rows per stage (default ``capacity`` for all), e.g. MC dropout's
+        deterministic prefix for m rows and the stages after it for T*m rows."""
+        caps = capacities or [capacity] * len(stages)
+        specs = [(s, s.buffers(c)) for s, c in zip(stages, caps)]
         extra = extra or {}
         total = 0
         layout = []
@@ -39,4 +42,15 @@ class Arena:
                 owner.buf[name] = view
         self.capacity = capacity
         self.nbytes = total
+        return out
+
+    @staticmethod
+    def row_bytes(stages):
+        """Buffer bytes per row of each stage (from its declaration for one row)."""
+        out = []
+        for s in stages:
+            b = 0
+            for shape, dtype in s.buffers(1).values():
+                b += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            out.append(max(1, b))
         return out
