@@ -664,3 +664,68 @@ def test_mc_dropout_bn_network_independent_of_other_samples():
     part = forward(plan, Context(MC, 3, seed=5, offset=3), x[3:]).copy()
     np.testing.assert_array_equal(full[3:], part)
     assert not np.array_equal(full, forward(plan, Context(INFER, 6), x))
+
+
+@pytest.mark.parametrize("tail", ["none", "relu", "relu+dropout", "spatial"])
+def test_conv_bn_fused_stage(tail):
+    """Conv2D + BN [+ relu] [+ dropout]: TRAIN exact through the batch statistics,
+    INFER / MC with BN folded into the convolution."""
+    from fastdrop.layers.conv import ConvBNStage
+    rng = np.random.default_rng(15)
+    n, shape, f, rate = 5, (8, 9, 3), 6, 0.3
+    conv = Conv2D(f, 3, padding="same", bias_initializer="glorot_uniform")
+    bn = BatchNormalization(momentum=0.8, gamma_initializer="glorot_uniform",
+                            beta_initializer="glorot_uniform")
+    layers = [conv, bn]
+    if "relu" in tail:
+        layers.append(Activation("relu"))
+    drop = None
+    if "dropout" in tail:
+        drop = Dropout(rate)
+    elif tail == "spatial":
+        drop = SpatialDropout2D(rate)
+    if drop is not None:
+        layers.append(drop)
+    build(layers, shape, rng)
+    plan = stages_for(layers, shape, n)
+    assert len(plan) == 1 and isinstance(plan[0], ConvBNStage)
+    x = rng.standard_normal((n,) + shape).astype(np.float32)
+    mm0, mv0 = bn.moving_mean.copy(), bn.moving_variance.copy()
+    relu = "relu" in tail
+    scale = np.float32(1 / (1 - rate))
+
+    def keep_of(ctx, y):
+        if drop is None:
+            return np.ones(y.shape, bool)
+        per = f if tail == "spatial" else int(np.prod(y.shape[1:]))
+        k = keep_bits(ctx.mask(np.zeros(n * per + 8, np.uint8), rate, per, drop.noise_index,
+                               drop.seed), n * per)
+        return k.reshape(n, 1, 1, f) if tail == "spatial" else k.reshape(y.shape)
+
+    ctx = Context(TRAIN, n, step=2, seed=4)
+    y = forward(plan, ctx, x)
+    keep = keep_of(ctx, y)
+    sc = scale if drop is not None else 1.0
+    z = R.conv2d(x, conv.kernel, conv.bias, padding="same")
+    u, mean, var = R.batchnorm_train(z, bn.gamma, bn.beta)
+    a = np.maximum(u, 0) if relu else u
+    assert rel(y, np.where(keep, a * sc, 0)) < 1e-5
+    emm, emv = R.batchnorm_moving_update(mm0, mv0, mean, var, 0.8)
+    assert rel(bn.moving_mean, emm) < 1e-5 and rel(bn.moving_variance, emv) < 1e-5
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = backward(plan, ctx, dy)
+    du = np.where(keep & ((u > 0) if relu else True), dy * sc, 0)
+    dz, dgr, dbr = R.batchnorm_backward(z, du, bn.gamma)
+    dxr, dwr, dbcr = R.conv2d_backward(x, conv.kernel, dz, padding="same")
+    assert rel(bn.dgamma, dgr) < 1e-4 and rel(bn.dbeta, dbr) < 1e-4
+    assert rel(conv.dkernel, dwr) < 1e-4
+    # the conv bias gradient before BN is 0 in exact arithmetic: float noise only
+    assert np.abs(conv.dbias - dbcr).max() < 1e-6 * np.abs(du).sum()
+    assert rel(dx, dxr) < 1e-4
+    for mode in (INFER, MC):
+        c2 = Context(mode, n, seed=8)
+        yi = forward(plan, c2, x)
+        ki = keep_of(c2, yi) if mode == MC else np.ones(yi.shape, bool)
+        ui = R.batchnorm_infer(z, bn.moving_mean, bn.moving_variance, bn.gamma, bn.beta)
+        ai = np.maximum(ui, 0) if relu else ui
+        assert rel(yi, np.where(ki, ai * (sc if mode == MC else 1.0), 0)) < 1e-5

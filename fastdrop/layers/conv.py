@@ -579,6 +579,131 @@ class BatchNormStage(Stage):
         return dx
 
 
+class ConvBNStage(Stage):
+    """Conv2D (linear) + BatchNormalization [+ relu] [+ Dropout | SpatialDropout2D].
+    TRAIN: conv, BN on batch statistics, relu and mask as separate passes (exact
+    backward through the batch statistics).  INFER / MC: BN folded into the convolution
+    (kernel * gamma/sqrt(var+eps) per output channel, bias shifted), one implicit GEMM with
+    the relu / mask epilogue: the BN pass over the activations disappears."""
+
+    def __init__(self, conv, bn, relu=False, dropout=None, layers=None):
+        super().__init__(layers or [conv, bn])
+        self.conv, self.bn = conv, bn
+        self.cs = ConvStage(conv, relu=False)
+        self.bs = BatchNormStage(bn)
+        self.relu = bool(relu)
+        self.dropout = dropout if (dropout is not None and dropout.rate > 0) else None
+        self.spatial = isinstance(self.dropout, SpatialDropout2D)
+        self.noisy = self.dropout is not None
+        self._wired = None
+        self._mask = self._chmask = None
+        self._scale = 1.0
+        self._fused_out = False
+
+    def bind(self, in_shape):
+        self.in_shape = tuple(in_shape)
+        self.out_shape = self.cs.bind(in_shape)
+        self.bs.bind(self.out_shape)
+        self.geom = self.cs.geom
+        return self.out_shape
+
+    def buffers(self, capacity):
+        oh, ow, oc = self.out_shape
+        b = {"cv." + k: v for k, v in self.cs.buffers(capacity).items()}
+        b.update({"bn." + k: v for k, v in self.bs.buffers(capacity).items()})
+        k = int(np.prod(self.conv.kernel_size)) * self.in_shape[-1]
+        b["out"] = ((capacity,) + self.out_shape, np.float32)
+        b["dz"] = ((capacity,) + self.out_shape, np.float32)
+        b["wf"] = ((k * oc,), np.float32)
+        b["bf"] = ((oc,), np.float32)
+        b["a"] = ((oc,), np.float32)
+        if self.dropout is not None:
+            bits = capacity * (oc if self.spatial else oh * ow * oc)
+            b["mask"] = (((bits + 7) // 8,), np.uint8)
+        return b
+
+    def _wire(self):
+        if self._wired is not self.buf:
+            self.cs.buf = {k[3:]: v for k, v in self.buf.items() if k.startswith("cv.")}
+            self.bs.buf = {k[3:]: v for k, v in self.buf.items() if k.startswith("bn.")}
+            self._wired = self.buf
+
+    def _masks(self, ctx):
+        mask = chmask = None
+        scale = 1.0
+        if self.dropout is not None and ctx.noise:
+            d = self.dropout
+            oh, ow, oc = self.out_shape
+            per = oc if self.spatial else oh * ow * oc
+            bits = ctx.mask(self.buf["mask"], d.rate, per, _noise_index(d), d.seed)
+            scale = d.scale
+            if self.spatial:
+                chmask = bits
+            else:
+                mask = bits
+        self._mask, self._chmask, self._scale = mask, chmask, scale
+        return mask, chmask, scale
+
+    def forward(self, ctx, x):
+        self._wire()
+        m = ctx.m
+        oh, ow, oc = self.out_shape
+        mask, chmask, scale = self._masks(ctx)
+        conv, bn = self.conv, self.bn
+        y = self.buf["out"][:m]
+        if not ctx.training:   # fold BN (moving statistics) into the convolution
+            a, bf, wf = self.buf["a"], self.buf["bf"], self.buf["wf"]
+            np.add(bn.moving_variance, np.float32(bn.epsilon), out=a)
+            np.sqrt(a, out=a)
+            if bn.scale:
+                np.divide(bn.gamma, a, out=a)
+            else:
+                np.divide(np.float32(1), a, out=a)
+            np.multiply(conv.kernel.reshape(-1, oc), a, out=wf.reshape(-1, oc))
+            if conv.use_bias:
+                np.subtract(conv.bias, bn.moving_mean, out=bf)
+            else:
+                np.negative(bn.moving_mean, out=bf)
+            bf *= a
+            if bn.center:
+                bf += bn.beta
+            _core.conv2d_forward((m,) + self.geom[1:], _flat(x), wf, _flat(y), bf, self.relu,
+                                 mask, chmask, scale)
+            return y
+        z = self.cs.forward(ctx, x)
+        u = self.bs.forward(ctx, z)
+        if not self.relu and mask is None and chmask is None:
+            self._fused_out = False
+            return u
+        self._fused_out = True
+        uf, yf = _flat(u), _flat(y)
+        if self.relu:
+            _core.relu(uf, yf)
+            uf = yf
+        if mask is not None:
+            _core.dropout_apply(uf, mask, yf, scale)
+        elif chmask is not None:
+            _core.channel_mask_apply(m, oh * ow, oc, uf, chmask, yf, scale)
+        return y
+
+    def backward(self, ctx, dy, need_dx):
+        m = ctx.m
+        oh, ow, oc = self.out_shape
+        dy = np.ascontiguousarray(dy, np.float32).reshape((m,) + self.out_shape)
+        if self._fused_out:
+            dz = self.buf["dz"][:m]
+            if self.relu or self._mask is not None:
+                _core.conv_act_backward(_flat(dy), _flat(dz),
+                                        _flat(self.buf["out"][:m]) if self.relu else None,
+                                        self._mask, self._scale, self.relu)
+            else:
+                _core.channel_mask_apply(m, oh * ow, oc, _flat(dy), self._chmask, _flat(dz),
+                                         self._scale)
+            dy = dz
+        du = self.bs.backward(ctx, dy, True)
+        return self.cs.backward(ctx, du, need_dx)
+
+
 # ================================================================== fusion rule
 def _is_relu_activation(layer):
     if type(layer).__name__ != "Activation":
@@ -616,7 +741,31 @@ def conv_fusion_rule(layers, i):
     return (lambda: ConvStage(conv, relu, drop, group)), j - i
 
 
+@fusion_rule
+def conv_bn_fusion_rule(layers, i):
+    """Conv2D (linear) + BatchNormalization [+ Activation('relu')] [+ Dropout |
+    SpatialDropout2D]: BN folded into the convolution at inference."""
+    conv = layers[i]
+    if not isinstance(conv, Conv2D) or conv.activation != "linear" or i + 1 >= len(layers):
+        return None
+    bn = layers[i + 1]
+    if not isinstance(bn, BatchNormalization):
+        return None
+    j = i + 2
+    relu = False
+    if j < len(layers) and _is_relu_activation(layers[j]):
+        relu = True
+        j += 1
+    drop = None
+    if j < len(layers) and (_is_plain_dropout(layers[j]) or
+                            isinstance(layers[j], SpatialDropout2D)):
+        drop = layers[j]
+        j += 1
+    group = list(layers[i:j])
+    return (lambda: ConvBNStage(conv, bn, relu, drop, group)), j - i
+
+
 __all__ = ["Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
            "GlobalMaxPooling2D", "SpatialDropout2D", "BatchNormalization", "ConvStage",
            "PoolStage", "GlobalPoolStage", "SpatialDropoutStage", "BatchNormStage",
-           "conv_fusion_rule"]
+           "ConvBNStage", "conv_fusion_rule", "conv_bn_fusion_rule"]
