@@ -57,6 +57,9 @@ static int64_t grain(int act) {
     }
 }
 
+fd_act_fwd_fn fd_act_forward_kernel(void) { return kernels()->fwd; }
+fd_act_bwd_fn fd_act_backward_kernel(void) { return kernels()->bwd; }
+
 int fd_act_needs(int act) {
     if (act < 0 || act >= FD_ACT_COUNT) return -1;
     return NEEDS[act];

@@ -64,6 +64,15 @@ int fd_act_forward_serial_f32(int act, int64_t n, float *out, const float *x, fl
 int fd_act_backward_serial_f32(int act, int64_t n, float *out, const float *grad,
                                const float *z, const float *y, float param);
 
+/* The current ISA path's raw kernels (no checks, no FTZ setup, no threads), for fusing an
+ * activation into another kernel's inner loop (e.g. a GEMM epilogue on a tile): the
+ * caller has validated act and the pointers and runs between fd_fp_enter/fd_fp_exit. */
+typedef void (*fd_act_fwd_fn)(int act, int64_t n, float *out, const float *x, float param);
+typedef void (*fd_act_bwd_fn)(int act, int64_t n, float *out, const float *grad,
+                              const float *z, const float *y, float param);
+fd_act_fwd_fn fd_act_forward_kernel(void);
+fd_act_bwd_fn fd_act_backward_kernel(void);
+
 /* ------------------------------------------------------------------ losses
  * All losses: n rows of c outputs; the row loss is the mean over the c outputs (Keras:
  * mean over the last axis); w (may be NULL = all ones) weights rows.  The return value is
