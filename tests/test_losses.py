@@ -424,3 +424,30 @@ def test_bce_row_blocking_does_not_change_rows(c):
         _core.bce_logits(z[r:r + 1], t[r:r + 1], 0.5, g, None, 0.0, rows)
         assert rows[0] == rows_all[r]
         np.testing.assert_array_equal(g[0], g_all[r])
+
+
+def test_keras_configs_load():
+    """Keras 3 get_config() dicts (with axis, dtype, reduction, name) build our losses."""
+    keras_cfgs = {
+        "BinaryCrossentropy": {"name": "binary_crossentropy", "reduction":
+                               "sum_over_batch_size", "dtype": None, "from_logits": True,
+                               "label_smoothing": 0.1, "axis": -1},
+        "CategoricalCrossentropy": {"name": "categorical_crossentropy", "reduction":
+                                    "sum_over_batch_size", "dtype": "float32",
+                                    "from_logits": False, "label_smoothing": 0.0,
+                                    "axis": -1},
+        "SparseCategoricalCrossentropy": {"name": "sparse_categorical_crossentropy",
+                                          "reduction": "sum_over_batch_size", "dtype": None,
+                                          "from_logits": True, "ignore_class": None,
+                                          "axis": -1},
+        "Huber": {"name": "huber_loss", "reduction": "sum_over_batch_size", "dtype": None,
+                  "delta": 2.0},
+        "MeanAbsoluteError": {"name": "mean_absolute_error",
+                              "reduction": "sum_over_batch_size", "dtype": None},
+    }
+    for cls, cfg in keras_cfgs.items():
+        loss = L.get({"class_name": cls, "config": cfg})
+        assert type(loss).__name__ == cls
+    assert L.get({"class_name": "Huber", "config": keras_cfgs["Huber"]}).delta == 2.0
+    with pytest.raises(ValueError, match="dtype must be"):
+        L.MeanSquaredError(dtype="float16")
