@@ -29,6 +29,7 @@ try:
         "leaky_relu": lambda t: F.leaky_relu(t, 0.2), "elu": F.elu, "tanh": torch.tanh,
         "sigmoid": torch.sigmoid, "softplus": F.softplus, "silu": F.silu,
         "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+        "hard_sigmoid": F.hardsigmoid, "softsign": F.softsign, "mish": F.mish,
     }
 except ImportError:
     torch = None
@@ -50,6 +51,9 @@ def _np32(name):
         "silu": lambda x: x / (f(1) + np.exp(-x)),
         "gelu": None,
         "gelu_tanh": lambda x: f(0.5) * x * (f(1) + np.tanh(f(0.7978846) * (x + f(0.044715) * x * x * x))),
+        "hard_sigmoid": lambda x: np.clip(x + f(3), f(0), f(6)) / f(6),
+        "softsign": lambda x: x / (f(1) + np.abs(x)),
+        "mish": lambda x: x * np.tanh(np.logaddexp(f(0), x)),
     }[name]
 
 

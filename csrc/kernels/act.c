@@ -40,7 +40,8 @@ static const signed char NEEDS[FD_ACT_COUNT] = {
     [FD_ACT_ELU] = FD_ACT_NEEDS_Y,       [FD_ACT_TANH] = FD_ACT_NEEDS_Y,
     [FD_ACT_SIGMOID] = FD_ACT_NEEDS_Y,   [FD_ACT_SOFTPLUS] = FD_ACT_NEEDS_Y,
     [FD_ACT_SILU] = FD_ACT_NEEDS_Z,      [FD_ACT_GELU] = FD_ACT_NEEDS_Z,
-    [FD_ACT_GELU_TANH] = FD_ACT_NEEDS_Z,
+    [FD_ACT_GELU_TANH] = FD_ACT_NEEDS_Z, [FD_ACT_HARD_SIGMOID] = FD_ACT_NEEDS_Y,
+    [FD_ACT_SOFTSIGN] = FD_ACT_NEEDS_Y,  [FD_ACT_MISH] = FD_ACT_NEEDS_Z,
 };
 
 /* Elements per thread below which a call stays serial: the cheap maps are memory-bound
@@ -51,6 +52,8 @@ static int64_t grain(int act) {
     case FD_ACT_RELU:
     case FD_ACT_RELU6:
     case FD_ACT_LEAKY_RELU:
+    case FD_ACT_HARD_SIGMOID:
+    case FD_ACT_SOFTSIGN:
         return 1 << 15;
     default:
         return 1 << 13;

@@ -233,6 +233,23 @@ void FD_FN(fd_act_fwd)(int act, int64_t n, float *out, const float *x, float par
     case FD_ACT_GELU_TANH:
         FDA_MAP((v < -FDA_BIG ? -FDA_BIG : v) * fda_gelu_tanh_sig(v, NULL));
         break;
+    case FD_ACT_HARD_SIGMOID:   /* as PyTorch: min(max(x + 3, 0), 6) / 6 */
+        for (int64_t i = 0; i < n; i++) {
+            const float u = x[i] + 3.0f;
+            out[i] = (u > 6.0f ? 6.0f : (u > 0.0f ? u : (u != u ? u : 0.0f))) / 6.0f;
+        }
+        break;
+    case FD_ACT_SOFTSIGN: {
+        FDA_MAP(fda_clamp_big(v) / (1.0f + fabsf(fda_clamp_big(v))));
+        break;
+    }
+    case FD_ACT_MISH:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i];
+            const float sp = (v > 0.0f ? v : 0.0f) + fda_log1p_core(fda_exp(-fabsf(v)));
+            out[i] = (v < -FDA_BIG ? -FDA_BIG : v) * fda_tanh(sp);
+        }
+        break;
     default:
         break;
     }
@@ -298,6 +315,23 @@ void FD_FN(fd_act_bwd)(int act, int64_t n, float *out, const float *grad, const 
             const float sg = fda_gelu_tanh_sig(v, &es2);
             const float dv = (float)FDA_GT_C1 + (3.0f * (float)FDA_GT_C2) * (vc * vc);
             out[i] = grad[i] * (sg + fda_clamp_big(v) * (dv * es2));
+        }
+        break;
+    case FD_ACT_HARD_SIGMOID:
+        FDA_MAP2(y, (v > 0.0f && v < 1.0f) ? g / 6.0f : 0.0f);
+        break;
+    case FD_ACT_SOFTSIGN:
+        FDA_MAP2(y, g * ((1.0f - fabsf(v)) * (1.0f - fabsf(v))));
+        break;
+    case FD_ACT_MISH:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = z[i];
+            const float e = fda_exp(-fabsf(v));
+            const float sp = (v > 0.0f ? v : 0.0f) + fda_log1p_core(e);
+            const float t = fda_tanh(sp);
+            const float s = 1.0f / (1.0f + e);
+            const float sg = v >= 0.0f ? s : e * s;
+            out[i] = grad[i] * (t + fda_clamp_big(v) * (sg * ((1.0f - t) * (1.0f + t))));
         }
         break;
     default:
