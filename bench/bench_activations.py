@@ -29,6 +29,7 @@ try:
         "leaky_relu": lambda t: F.leaky_relu(t, 0.2), "elu": F.elu, "tanh": torch.tanh,
         "sigmoid": torch.sigmoid, "softplus": F.softplus, "silu": F.silu,
         "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
+        "hard_sigmoid": F.hardsigmoid, "softsign": F.softsign, "mish": F.mish,
     }
 except ImportError:
     torch = None
@@ -50,6 +51,9 @@ def _np32(name):
         "silu": lambda x: x / (f(1) + np.exp(-x)),
         "gelu": None,
         "gelu_tanh": lambda x: f(0.5) * x * (f(1) + np.tanh(f(0.7978846) * (x + f(0.044715) * x * x * x))),
+        "hard_sigmoid": lambda x: np.clip(x + f(3), f(0), f(6)) / f(6),
+        "softsign": lambda x: x / (f(1) + np.abs(x)),
+        "mish": lambda x: x * np.tanh(np.logaddexp(f(0), x)),
     }[name]
 
 
@@ -131,3 +135,35 @@ def test_forward_torch(benchmark, data, threads, record, name, nthreads):
     with torch.no_grad():
         benchmark(f, t)
     record(benchmark, nbytes=8 * N, elements=N, threads=nthreads)
+
+
+# ------------------------------------------------- binary cross-entropy (fused)
+BCE_SHAPES = {"1024x1": (1024, 1), "128x100": (128, 100), "4096x10": (4096, 10)}
+
+
+@pytest.fixture(scope="module", params=list(BCE_SHAPES), ids=list(BCE_SHAPES))
+def bce_data(request):
+    shape = BCE_SHAPES[request.param]
+    rng = np.random.default_rng(1)
+    z = (rng.standard_normal(shape) * 3).astype(np.float32)
+    t = (rng.random(shape) < 0.5).astype(np.float32)
+    return request.param, z, t, np.empty_like(z)
+
+
+@pytest.mark.parametrize("nthreads", FD_THREADS, ids=FD_IDS)
+def test_bce_logits_fastdrop(benchmark, bce_data, threads, record, nthreads):
+    from fastdrop.losses import BinaryCrossentropy
+    size, z, t, g = bce_data
+    threads(nthreads)
+    loss = BinaryCrossentropy(from_logits=True)
+    benchmark.group = f"bce-logits-{size}"
+    benchmark(loss.forward_backward, z, t, g)
+    record(benchmark, samples=z.shape[0], threads=nthreads)
+
+
+def test_bce_logits_reference(benchmark, bce_data, record):
+    from fastdrop.reference import losses as RL
+    size, z, t, _ = bce_data
+    benchmark.group = f"bce-logits-{size}"
+    benchmark(RL.binary_crossentropy, z, t)
+    record(benchmark, samples=z.shape[0], threads=1)

@@ -24,6 +24,9 @@ cdef extern from "kernels/act.h" nogil:
         FD_ACT_SILU
         FD_ACT_GELU
         FD_ACT_GELU_TANH
+        FD_ACT_HARD_SIGMOID
+        FD_ACT_SOFTSIGN
+        FD_ACT_MISH
         FD_ACT_COUNT
         FD_ACT_NEEDS_NONE
         FD_ACT_NEEDS_Z
@@ -56,7 +59,8 @@ ACT_CODES = {
     "linear": FD_ACT_LINEAR, "relu": FD_ACT_RELU, "relu6": FD_ACT_RELU6,
     "leaky_relu": FD_ACT_LEAKY_RELU, "elu": FD_ACT_ELU, "tanh": FD_ACT_TANH,
     "sigmoid": FD_ACT_SIGMOID, "softplus": FD_ACT_SOFTPLUS, "silu": FD_ACT_SILU,
-    "gelu": FD_ACT_GELU, "gelu_tanh": FD_ACT_GELU_TANH,
+    "gelu": FD_ACT_GELU, "gelu_tanh": FD_ACT_GELU_TANH, "hard_sigmoid": FD_ACT_HARD_SIGMOID,
+    "softsign": FD_ACT_SOFTSIGN, "mish": FD_ACT_MISH,
 }
 _NEEDS_NAME = {FD_ACT_NEEDS_NONE: None, FD_ACT_NEEDS_Z: "z", FD_ACT_NEEDS_Y: "y"}
 #: which input backward reads: 'z' (pre-activation), 'y' (output) or None

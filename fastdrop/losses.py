@@ -98,7 +98,10 @@ class Loss:
     sparse = False       # integer labels
     reduction = REDUCTION
 
-    def __init__(self, from_logits=False, reduction=REDUCTION, name=None):
+    def __init__(self, from_logits=False, reduction=REDUCTION, name=None, dtype=None):
+        if dtype not in (None, "float32"):
+            raise ValueError(f"dtype must be None or 'float32' (fastdrop computes losses in "
+                             f"float32 with float64 sums), got {dtype!r}")
         if not isinstance(from_logits, (bool, np.bool_)):
             raise TypeError(f"from_logits must be a bool, got {from_logits!r}")
         if reduction != REDUCTION:
@@ -200,8 +203,8 @@ class CategoricalCrossentropy(Loss):
     head = "softmax"
 
     def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
-                 reduction=REDUCTION, name=None):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name)
+                 reduction=REDUCTION, name=None, dtype=None):
+        super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
         if axis != -1:
             raise ValueError(f"axis must be -1, got {axis!r}")
         self.label_smoothing = _label_smoothing(label_smoothing)
@@ -267,8 +270,8 @@ class SparseCategoricalCrossentropy(Loss):
     sparse = True
 
     def __init__(self, from_logits=False, ignore_class=None, axis=-1, reduction=REDUCTION,
-                 name=None):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name)
+                 name=None, dtype=None):
+        super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
         if ignore_class is not None:
             raise ValueError("ignore_class is not supported by fastdrop")
         if axis != -1:
@@ -334,8 +337,8 @@ class BinaryCrossentropy(Loss):
     head = "sigmoid"
 
     def __init__(self, from_logits=False, label_smoothing=0.0, axis=-1,
-                 reduction=REDUCTION, name=None):
-        super().__init__(from_logits=from_logits, reduction=reduction, name=name)
+                 reduction=REDUCTION, name=None, dtype=None):
+        super().__init__(from_logits=from_logits, reduction=reduction, name=name, dtype=dtype)
         if axis != -1:
             raise ValueError(f"axis must be -1, got {axis!r}")
         self.label_smoothing = _label_smoothing(label_smoothing)
@@ -373,8 +376,8 @@ class BinaryCrossentropy(Loss):
 class _Regression(Loss):
     kind = None
 
-    def __init__(self, reduction=REDUCTION, name=None):
-        super().__init__(from_logits=False, reduction=reduction, name=name)
+    def __init__(self, reduction=REDUCTION, name=None, dtype=None):
+        super().__init__(from_logits=False, reduction=reduction, name=name, dtype=dtype)
 
     def _param(self):
         return 1.0
@@ -428,8 +431,8 @@ class Huber(_Regression):
     name = "huber_loss"
     kind = "huber"
 
-    def __init__(self, delta=1.0, reduction=REDUCTION, name=None):
-        super().__init__(reduction=reduction, name=name)
+    def __init__(self, delta=1.0, reduction=REDUCTION, name=None, dtype=None):
+        super().__init__(reduction=reduction, name=name, dtype=dtype)
         try:
             delta = float(delta)
         except (TypeError, ValueError):

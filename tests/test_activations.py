@@ -8,7 +8,8 @@ from fastdrop import _core
 from fastdrop.reference import activations as RA
 
 NAMES = RA.NAMES
-SMOOTH = [n for n in NAMES if n not in ("relu", "relu6", "leaky_relu", "linear")]
+SMOOTH = [n for n in NAMES if n not in ("relu", "relu6", "leaky_relu", "linear",
+                                        "hard_sigmoid")]
 
 
 def sample(n=20000, seed=0):
@@ -40,7 +41,7 @@ def test_registry_matches_binding():
     x = np.linspace(-3, 3, 11).astype(np.float32)
     assert np.array_equal(fwd("swish", x), fwd("silu", x))
     with pytest.raises(ValueError, match="unknown activation"):
-        RA.canonical("mish")
+        RA.canonical("celu")
 
 
 # ------------------------------------------------------------------- accuracy
@@ -80,6 +81,9 @@ def test_backward_matches_float64(isa, name):
         sv = RA._sigmoid(v)
         scale = g * (sv + np.abs(xd) * 1.5957691 * (1 + 0.134145 * xd * xd) * sv *
                      RA._sigmoid(-v))
+    elif name == "mish":
+        t = np.tanh(np.logaddexp(0.0, xd))
+        scale = g * (np.abs(t) + np.abs(xd * RA._sigmoid(xd) * (1 - t * t)))
     else:
         scale = np.abs(ref)
     err = np.abs(d - ref)
@@ -142,6 +146,9 @@ SPECIAL_FWD = {
     "silu": [-0.0, np.inf, -0.0, 0, -0.0, 1e30, 100, -0.0],
     "gelu": [-0.0, np.inf, -0.0, 0, -0.0, 1e30, 100, -0.0],
     "gelu_tanh": [-0.0, np.inf, -0.0, 0, -0.0, 1e30, 100, -0.0],
+    "hard_sigmoid": [0, 1, 0.5, 0.5, 0, 1, 1, 0],
+    "softsign": [-1, 1, -0.0, 0, -1, 1, 100 / 101, -100 / 101],
+    "mish": [-0.0, np.inf, -0.0, 0, -0.0, 1e30, 100, -0.0],
 }
 SPECIAL_X = np.array([-np.inf, np.inf, -0.0, 0.0, -1e30, 1e30, 100, -100], np.float32)
 
@@ -158,7 +165,7 @@ def test_special_values(isa, name):
     nan = np.array([np.nan], np.float32)
     assert np.isnan(fwd(name, nan)[0])
     assert np.isnan(bwd(name, np.ones(1, np.float32), nan, nan)[0]) or name in (
-        "relu", "relu6", "leaky_relu", "elu", "linear")
+        "relu", "relu6", "leaky_relu", "elu", "linear", "hard_sigmoid")
     # backward at the extremes: finite, the limit of f'
     g = np.ones_like(SPECIAL_X)
     d = bwd(name, g, SPECIAL_X, y)
@@ -240,8 +247,8 @@ def test_empty():
 def test_bad_arguments():
     x = np.ones(4, np.float32)
     out = np.empty(4, np.float32)
-    with pytest.raises(ValueError, match="unknown activation 'mish'"):
-        _core.act_forward("mish", x, out)
+    with pytest.raises(ValueError, match="unknown activation 'celu'"):
+        _core.act_forward("celu", x, out)
     with pytest.raises(ValueError, match="out has 3 elements, x has 4"):
         _core.act_forward("tanh", x, out[:3])
     with pytest.raises(ValueError, match="needs the pre-activation z"):

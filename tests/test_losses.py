@@ -107,7 +107,7 @@ def test_categorical_probs_finite_differences(w, ls):
 
 
 # ---------------------------------------------------------------- binary
-@pytest.mark.parametrize("shape", [(1, 1), (17, 1), (128, 1), (9, 3), (40, 37)])
+@pytest.mark.parametrize("shape", [(1, 1), (17, 1), (128, 1), (9, 3), (40, 37), (3, 2500)])
 @pytest.mark.parametrize("w", W)
 @pytest.mark.parametrize("ls", [0.0, 0.1])
 def test_binary_logits(isa, shape, w, ls):
@@ -153,7 +153,7 @@ def test_binary_extreme_logits():
     np.testing.assert_allclose(g, rg, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape", [(1, 1), (31, 1), (8, 5)])
+@pytest.mark.parametrize("shape", [(1, 1), (31, 1), (8, 5), (1, 1030)])
 @pytest.mark.parametrize("w", W)
 @pytest.mark.parametrize("ls", [0.0, 0.2])
 def test_binary_probs(isa, shape, w, ls):
@@ -408,3 +408,46 @@ def test_grad_none_is_sum_loss():
                       (L.SparseCategoricalCrossentropy(), y)):
         assert loss.forward_backward(z, tgt, None) == pytest.approx(loss.sum_loss(z, tgt),
                                                                     rel=1e-6)
+
+
+@pytest.mark.parametrize("c", [1, 3, 8, 10, 17, 1024, 1025, 2100])
+def test_bce_row_blocking_does_not_change_rows(c):
+    """A row's loss and gradient do not depend on which rows share its block."""
+    z = rand((7, c), 40 + c, 3.0)
+    t = (np.random.default_rng(41).random(z.shape) < 0.5).astype(np.float32)
+    rows_all = np.empty(7, np.float32)
+    g_all = np.empty_like(z)
+    _core.bce_logits(z, t, 0.5, g_all, None, 0.0, rows_all)
+    for r in range(7):
+        rows = np.empty(1, np.float32)
+        g = np.empty((1, c), np.float32)
+        _core.bce_logits(z[r:r + 1], t[r:r + 1], 0.5, g, None, 0.0, rows)
+        assert rows[0] == rows_all[r]
+        np.testing.assert_array_equal(g[0], g_all[r])
+
+
+def test_keras_configs_load():
+    """Keras 3 get_config() dicts (with axis, dtype, reduction, name) build our losses."""
+    keras_cfgs = {
+        "BinaryCrossentropy": {"name": "binary_crossentropy", "reduction":
+                               "sum_over_batch_size", "dtype": None, "from_logits": True,
+                               "label_smoothing": 0.1, "axis": -1},
+        "CategoricalCrossentropy": {"name": "categorical_crossentropy", "reduction":
+                                    "sum_over_batch_size", "dtype": "float32",
+                                    "from_logits": False, "label_smoothing": 0.0,
+                                    "axis": -1},
+        "SparseCategoricalCrossentropy": {"name": "sparse_categorical_crossentropy",
+                                          "reduction": "sum_over_batch_size", "dtype": None,
+                                          "from_logits": True, "ignore_class": None,
+                                          "axis": -1},
+        "Huber": {"name": "huber_loss", "reduction": "sum_over_batch_size", "dtype": None,
+                  "delta": 2.0},
+        "MeanAbsoluteError": {"name": "mean_absolute_error",
+                              "reduction": "sum_over_batch_size", "dtype": None},
+    }
+    for cls, cfg in keras_cfgs.items():
+        loss = L.get({"class_name": cls, "config": cfg})
+        assert type(loss).__name__ == cls
+    assert L.get({"class_name": "Huber", "config": keras_cfgs["Huber"]}).delta == 2.0
+    with pytest.raises(ValueError, match="dtype must be"):
+        L.MeanSquaredError(dtype="float16")

@@ -40,7 +40,8 @@ static const signed char NEEDS[FD_ACT_COUNT] = {
     [FD_ACT_ELU] = FD_ACT_NEEDS_Y,       [FD_ACT_TANH] = FD_ACT_NEEDS_Y,
     [FD_ACT_SIGMOID] = FD_ACT_NEEDS_Y,   [FD_ACT_SOFTPLUS] = FD_ACT_NEEDS_Y,
     [FD_ACT_SILU] = FD_ACT_NEEDS_Z,      [FD_ACT_GELU] = FD_ACT_NEEDS_Z,
-    [FD_ACT_GELU_TANH] = FD_ACT_NEEDS_Z,
+    [FD_ACT_GELU_TANH] = FD_ACT_NEEDS_Z, [FD_ACT_HARD_SIGMOID] = FD_ACT_NEEDS_Y,
+    [FD_ACT_SOFTSIGN] = FD_ACT_NEEDS_Y,  [FD_ACT_MISH] = FD_ACT_NEEDS_Z,
 };
 
 /* Elements per thread below which a call stays serial: the cheap maps are memory-bound
@@ -51,11 +52,16 @@ static int64_t grain(int act) {
     case FD_ACT_RELU:
     case FD_ACT_RELU6:
     case FD_ACT_LEAKY_RELU:
+    case FD_ACT_HARD_SIGMOID:
+    case FD_ACT_SOFTSIGN:
         return 1 << 15;
     default:
         return 1 << 13;
     }
 }
+
+fd_act_fwd_fn fd_act_forward_kernel(void) { return kernels()->fwd; }
+fd_act_bwd_fn fd_act_backward_kernel(void) { return kernels()->bwd; }
 
 int fd_act_needs(int act) {
     if (act < 0 || act >= FD_ACT_COUNT) return -1;

@@ -18,6 +18,10 @@
  *   silu         x * sigmoid(x)                        z               s + z s (1 - s)
  *   gelu         x * Phi(x)   (exact, erf form)        z               Phi(z) + z phi(z)
  *   gelu_tanh    x * sigmoid(2 sqrt(2/pi)(x + 0.044715 x^3))  z        (Keras approximate=True)
+ *   hard_sigmoid min(max(x + 3, 0), 6) / 6 (Keras 3)       y               0 < y < 1 ? 1/6 : 0
+ *   softsign     x / (1 + |x|)                         y               (1 - |y|)^2
+ *   mish         x * tanh(softplus(x))                 z               t + z s (1 - t^2),
+ *                                                                      t = tanh(softplus z)
  *
  * Relative error against float64 is below ~1e-6 (a few ulp) everywhere the result is a
  * normal float, tails included (gelu's lower tail, sigmoid of large negative x, expm1 of
@@ -46,7 +50,10 @@ enum {
     FD_ACT_SILU = 8,
     FD_ACT_GELU = 9,
     FD_ACT_GELU_TANH = 10,
-    FD_ACT_COUNT = 11
+    FD_ACT_HARD_SIGMOID = 11,
+    FD_ACT_SOFTSIGN = 12,
+    FD_ACT_MISH = 13,
+    FD_ACT_COUNT = 14
 };
 
 enum { FD_ACT_NEEDS_NONE = 0, FD_ACT_NEEDS_Z = 1, FD_ACT_NEEDS_Y = 2 };
@@ -63,6 +70,15 @@ int fd_act_backward_f32(int act, int64_t n, float *out, const float *grad, const
 int fd_act_forward_serial_f32(int act, int64_t n, float *out, const float *x, float param);
 int fd_act_backward_serial_f32(int act, int64_t n, float *out, const float *grad,
                                const float *z, const float *y, float param);
+
+/* The current ISA path's raw kernels (no checks, no FTZ setup, no threads), for fusing an
+ * activation into another kernel's inner loop (e.g. a GEMM epilogue on a tile): the
+ * caller has validated act and the pointers and runs between fd_fp_enter/fd_fp_exit. */
+typedef void (*fd_act_fwd_fn)(int act, int64_t n, float *out, const float *x, float param);
+typedef void (*fd_act_bwd_fn)(int act, int64_t n, float *out, const float *grad,
+                              const float *z, const float *y, float param);
+fd_act_fwd_fn fd_act_forward_kernel(void);
+fd_act_bwd_fn fd_act_backward_kernel(void);
 
 /* ------------------------------------------------------------------ losses
  * All losses: n rows of c outputs; the row loss is the mean over the c outputs (Keras:

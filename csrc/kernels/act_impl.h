@@ -233,6 +233,23 @@ void FD_FN(fd_act_fwd)(int act, int64_t n, float *out, const float *x, float par
     case FD_ACT_GELU_TANH:
         FDA_MAP((v < -FDA_BIG ? -FDA_BIG : v) * fda_gelu_tanh_sig(v, NULL));
         break;
+    case FD_ACT_HARD_SIGMOID:   /* as PyTorch: min(max(x + 3, 0), 6) / 6 */
+        for (int64_t i = 0; i < n; i++) {
+            const float u = x[i] + 3.0f;
+            out[i] = (u > 6.0f ? 6.0f : (u > 0.0f ? u : (u != u ? u : 0.0f))) / 6.0f;
+        }
+        break;
+    case FD_ACT_SOFTSIGN: {
+        FDA_MAP(fda_clamp_big(v) / (1.0f + fabsf(fda_clamp_big(v))));
+        break;
+    }
+    case FD_ACT_MISH:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = x[i];
+            const float sp = (v > 0.0f ? v : 0.0f) + fda_log1p_core(fda_exp(-fabsf(v)));
+            out[i] = (v < -FDA_BIG ? -FDA_BIG : v) * fda_tanh(sp);
+        }
+        break;
     default:
         break;
     }
@@ -300,6 +317,23 @@ void FD_FN(fd_act_bwd)(int act, int64_t n, float *out, const float *grad, const 
             out[i] = grad[i] * (sg + fda_clamp_big(v) * (dv * es2));
         }
         break;
+    case FD_ACT_HARD_SIGMOID:
+        FDA_MAP2(y, (v > 0.0f && v < 1.0f) ? g / 6.0f : 0.0f);
+        break;
+    case FD_ACT_SOFTSIGN:
+        FDA_MAP2(y, g * ((1.0f - fabsf(v)) * (1.0f - fabsf(v))));
+        break;
+    case FD_ACT_MISH:
+        for (int64_t i = 0; i < n; i++) {
+            const float v = z[i];
+            const float e = fda_exp(-fabsf(v));
+            const float sp = (v > 0.0f ? v : 0.0f) + fda_log1p_core(e);
+            const float t = fda_tanh(sp);
+            const float s = 1.0f / (1.0f + e);
+            const float sg = v >= 0.0f ? s : e * s;
+            out[i] = grad[i] * (t + fda_clamp_big(v) * (sg * ((1.0f - t) * (1.0f + t))));
+        }
+        break;
     default:
         break;
     }
@@ -331,9 +365,28 @@ static inline float fda_bce_prob_term(float pv, float tv, float eps, float hi, f
 }
 
 /* One body per (grad?, weights?) combination, chosen outside the loops so that each
- * loop is branch-free (and vectorizes even without masked stores). */
+ * loop is branch-free (and vectorizes even without masked stores).  c == 1: one
+ * elementwise loop.  c > 1: blocks of whole rows (up to FDA_BUF elements) go through an
+ * elementwise loop (terms to a stack buffer, unscaled gradients to grad), then each row
+ * is summed with 8 fixed partial accumulators (lanes j mod 8, combined in lane order,
+ * then the tail in order) and its gradient scaled: a row's result depends only on the
+ * row, never on the block it falls in.  Rows longer than FDA_BUF go in chunks of FDA_BUF
+ * (a multiple of 8: the same lanes). */
+#define FDA_BUF 1024
+static inline float fda_rowsum8(const float *v, int64_t len, float *acc, int last) {
+    int64_t j = 0;
+    for (; j + FDA_L <= len; j += FDA_L)
+        for (int l = 0; l < FDA_L; l++) acc[l] += v[j + l];
+    if (!last) return 0.0f;
+    float sum = 0.0f;
+    for (int l = 0; l < FDA_L; l++) sum += acc[l];
+    for (; j < len; j++) sum += v[j];
+    return sum;
+}
+
 #define FDA_BCE_ROWS(TERM)                                                               \
     do {                                                                                 \
+        float tmp_[FDA_BUF];                                                             \
         if (c == 1) {                                                                    \
             for (int64_t i = r0; i < r1; i++) {                                          \
                 float d;                                                                 \
@@ -344,27 +397,38 @@ static inline float fda_bce_prob_term(float pv, float tv, float eps, float hi, f
             }                                                                            \
             break;                                                                       \
         }                                                                                \
-        for (int64_t r = r0; r < r1; r++) {                                              \
-            const float *xr = x + r * c, *tr = t + r * c;                                \
-            float *gr = HAS_G ? grad + r * c : NULL;                                     \
-            const float wi = HAS_W ? w[r] : 1.0f;                                        \
-            const float gs = gscale * wi;                                                \
+        const int64_t R_ = c <= FDA_BUF ? FDA_BUF / c : 1;                               \
+        for (int64_t rb = r0; rb < r1; rb += R_) {                                       \
+            const int64_t re = rb + R_ < r1 ? rb + R_ : r1;                              \
+            const int64_t cw = c <= FDA_BUF ? c : FDA_BUF;  /* chunk width */            \
             float acc[FDA_L] = {0};                                                      \
-            int64_t j = 0;                                                               \
-            for (; j + FDA_L <= c; j += FDA_L)                                           \
-                for (int l = 0; l < FDA_L; l++) {                                        \
-                    float d;                                                             \
-                    acc[l] += TERM(xr[j + l], tr[j + l] * ta + tb, &d);                  \
-                    if (HAS_G) gr[j + l] = d * gs;                                       \
+            for (int64_t j0 = 0; j0 < c; j0 += cw) {                                     \
+                const int64_t len = c - j0 < cw ? c - j0 : cw;                           \
+                const int64_t nr = c <= FDA_BUF ? re - rb : 1;                           \
+                for (int64_t rr = 0; rr < nr; rr++) {                                    \
+                    const int64_t e0 = (rb + rr) * c + j0;                               \
+                    float *tb_ = tmp_ + rr * len;                                        \
+                    for (int64_t i = 0; i < len; i++) {                                  \
+                        float d;                                                         \
+                        tb_[i] = TERM(x[e0 + i], t[e0 + i] * ta + tb, &d);               \
+                        if (HAS_G) grad[e0 + i] = d;                                     \
+                    }                                                                    \
                 }                                                                        \
-            float sum = 0.0f;                                                            \
-            for (int l = 0; l < FDA_L; l++) sum += acc[l];                               \
-            for (; j < c; j++) {                                                         \
-                float d;                                                                 \
-                sum += TERM(xr[j], tr[j] * ta + tb, &d);                                 \
-                if (HAS_G) gr[j] = d * gs;                                               \
+                for (int64_t rr = 0; rr < nr; rr++) {                                    \
+                    const int64_t r = rb + rr;                                           \
+                    if (j0 == 0)                                                         \
+                        for (int l = 0; l < FDA_L; l++) acc[l] = 0.0f;                   \
+                    const int last = j0 + len == c;                                      \
+                    const float sum = fda_rowsum8(tmp_ + rr * len, len, acc, last);      \
+                    const float wi = HAS_W ? w[r] : 1.0f;                                \
+                    if (HAS_G) {                                                         \
+                        const float gs = gscale * wi;                                    \
+                        float *gr = grad + r * c + j0;                                   \
+                        for (int64_t i = 0; i < len; i++) gr[i] = gr[i] * gs;            \
+                    }                                                                    \
+                    if (last) loss_rows[r] = (double)sum / (double)c * (double)wi;       \
+                }                                                                        \
             }                                                                            \
-            loss_rows[r] = (double)sum / (double)c * (double)wi;                         \
         }                                                                                \
     } while (0)
 

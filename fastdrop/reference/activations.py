@@ -7,7 +7,8 @@ as a function of y is exact for the float32 y it is given).
 
 The registry (names, which of z / y backward needs, the parameter defaults) is the same
 as the binding's (``fastdrop._core.ACT_NEEDS``); Keras names: 'swish' is 'silu';
-'gelu' is Keras' default ``approximate=False``, 'gelu_tanh' its ``approximate=True``.
+'gelu' is Keras' default ``approximate=False``, 'gelu_tanh' its ``approximate=True``;
+'hard_sigmoid' is Keras 3's (relu6(x + 3) / 6, not Keras 2's 0.2 x + 0.5).
 """
 import math
 
@@ -26,6 +27,9 @@ NEEDS = {
     "silu": "z",
     "gelu": "z",
     "gelu_tanh": "z",
+    "hard_sigmoid": "y",
+    "softsign": "y",
+    "mish": "z",
 }
 #: Keras aliases of the names above
 ALIASES = {"swish": "silu"}
@@ -96,6 +100,12 @@ def forward(name, x, param=None):
         if name == "gelu_tanh":
             v = 2.0 * _GT_C * (x + 0.044715 * x ** 3)
             return _with_limits(x, x * _sigmoid(v), -0.0, np.inf)
+        if name == "hard_sigmoid":
+            return np.where(np.isnan(x), x, np.clip(x + 3.0, 0.0, 6.0) / 6.0)
+        if name == "softsign":
+            return _with_limits(x, x / (1.0 + np.abs(x)), -1.0, 1.0)
+        if name == "mish":
+            return _with_limits(x, x * np.tanh(np.logaddexp(0.0, x)), -0.0, np.inf)
     raise AssertionError(name)
 
 
@@ -132,6 +142,13 @@ def derivative(name, z, param=None):
             dv = 2.0 * _GT_C * (1.0 + 3 * 0.044715 * z * z)
             s = _sigmoid(v)
             return _with_limits(z, s + z * dv * s * _sigmoid(-v), 0.0, 1.0)
+        if name == "hard_sigmoid":
+            return ((z > -3) & (z < 3)) / 6.0
+        if name == "softsign":
+            return 1.0 / (1.0 + np.abs(z)) ** 2
+        if name == "mish":
+            t = np.tanh(np.logaddexp(0.0, z))
+            return _with_limits(z, t + z * _sigmoid(z) * (1 - t * t), 0.0, 1.0)
     raise AssertionError(name)
 
 
@@ -154,6 +171,10 @@ def derivative_from_y(name, y, param=None):
         return y * (1.0 - y)
     if name == "softplus":
         return -np.expm1(-y)
+    if name == "hard_sigmoid":
+        return ((y > 0) & (y < 1)) / 6.0
+    if name == "softsign":
+        return (1.0 - np.abs(y)) ** 2
     raise ValueError(f"{name} backward does not read y")
 
 
