@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 import sys
 
 import numpy as np
@@ -360,7 +361,7 @@ def test_gemm_blocks_override_gives_correct_results():
     env = dict(os.environ, FASTDROP_GEMM_BLOCKS="56,128,256", PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(_core.__file__)), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=120)
+                       timeout=120, cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr
     assert "'override'" in r.stdout
     assert float(r.stdout.split("err ")[-1]) < 1e-3

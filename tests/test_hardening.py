@@ -3,6 +3,7 @@ buffers can be released while other threads run GEMMs; set_num_threads warns abo
 core count."""
 import os
 import subprocess
+import tempfile
 import sys
 import textwrap
 import threading
@@ -52,7 +53,7 @@ def test_gemm_packing_allocation_failure_raises_memoryerror():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(fastdrop.__file__)), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env)
+                       timeout=120, env=env, cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MemoryError: gemm 256x4096x1024" in r.stdout, r.stdout + r.stderr
     assert "after" in r.stdout
@@ -139,7 +140,7 @@ def test_threading_backends_agree(pool):
     env = dict(os.environ, FASTDROP_POOL=pool, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(fastdrop.__file__)), os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       timeout=120, env=env)
+                       timeout=120, env=env, cwd=tempfile.gettempdir())
     assert r.returncode == 0, r.stderr
     active, digest = r.stdout.split()
     _core.set_num_threads(1)

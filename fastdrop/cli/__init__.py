@@ -225,9 +225,7 @@ def _prog():
     """The program name as invoked: ``fastdrop`` (the console script) or
     ``python -m fastdrop``."""
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if name in ("", "-c", "__main__.py", "-m") or name.startswith("python"):
-        return "python -m fastdrop"
-    return name
+    return "fastdrop" if name == "fastdrop" else "python -m fastdrop"
 
 
 def _harden_tune_parser(p):
