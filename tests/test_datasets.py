@@ -4,7 +4,6 @@ import hashlib
 import importlib.util
 import os
 import struct
-import time
 import urllib.error
 from pathlib import Path
 
@@ -138,16 +137,13 @@ def test_small_subset_offline(isolated, monkeypatch):
     def no_fetch(url, dest):
         raise AssertionError("subset='small' must not download")
     monkeypatch.setattr(ds, "_fetch", no_fetch)
-    t = time.perf_counter()
     (xtr, ytr), (xte, yte) = ds.fashion_mnist(subset="small")
-    elapsed = time.perf_counter() - t
     assert xtr.shape == (SMALL_TRAIN, 28, 28) and ytr.shape == (SMALL_TRAIN,)
     assert xte.shape == (SMALL_TEST, 28, 28) and yte.shape == (SMALL_TEST,)
     for a in (xtr, ytr, xte, yte):
         assert a.dtype == np.uint8 and a.flags.writeable
     assert np.array_equal(np.bincount(ytr, minlength=10), [SMALL_TRAIN // 10] * 10)
     assert np.array_equal(np.bincount(yte, minlength=10), [SMALL_TEST // 10] * 10)
-    assert elapsed < 5.0  # ~0.2 s in practice; generous for slow CI
     assert os.path.getsize(ds._SMALL_FILE) <= 3_000_000
 
 
