@@ -463,6 +463,23 @@ class Sequential:
             raise ValueError(f"{name} contains NaN or infinite values")
         return arr
 
+    def _require_compiled(self, what, x, y):
+        if not self.compiled:
+            raise RuntimeError(f"the model must be compiled before {what}(): call "
+                               "model.compile(optimizer=..., loss=...)")
+        if x is None or y is None:
+            raise ValueError(f"{what} needs x and y")
+
+    def _inputs(self, x, y, sample_weight=None, class_weight=None):
+        """x, y and per-sample weights converted and checked against the model (built
+        from x's shape if needed) and its loss."""
+        x = self._convert_x(x)
+        if not self.built:
+            self._build(x.shape[1:])
+        self._check_loss_fits_model()
+        y = self._convert_y(y, x.shape[0])
+        return x, y, self._sample_weights(x.shape[0], y, sample_weight, class_weight)
+
     def _convert_y(self, y, n, name="y"):
         return self.loss.prepare_targets(y, n, self.output_dim, name)
 
@@ -536,9 +553,9 @@ class Sequential:
             out[...] = z2
         return out.reshape(z.shape)
 
-    def _train_step(self, xb, yb, wb, m, segments, want):
-        """One forward/backward/update; returns (weighted loss sum, logits)."""
-        store = self._store
+    def _train_step(self, xb, yb, wb, m):
+        """One TRAIN forward and backward (gradients in the blocks, regularizer
+        gradients added; no update); returns (weighted loss sum, logits)."""
         ctx = Context(TRAIN, m, step=self._step, seed=self.seed)
         logits = self._forward(ctx, xb)
         z = logits.reshape(m, -1)
@@ -605,11 +622,7 @@ class Sequential:
     def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
              validation_data, shuffle, class_weight, sample_weight, initial_epoch,
              steps_per_epoch):
-        if not self.compiled:
-            raise RuntimeError("the model must be compiled before fit(): call "
-                               "model.compile(optimizer=..., loss=...)")
-        if x is None or y is None:
-            raise ValueError("fit needs x and y")
+        self._require_compiled("fit", x, y)
         batch_size = 32 if batch_size is None else _int_arg(batch_size, "batch_size")
         epochs = _int_arg(epochs, "epochs", minimum=0)
         initial_epoch = _int_arg(initial_epoch, "initial_epoch", minimum=0)
@@ -618,12 +631,7 @@ class Sequential:
         if verbose not in (0, 1, 2, "auto"):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         verbose = 1 if verbose == "auto" else verbose
-        x = self._convert_x(x)
-        if not self.built:
-            self._build(x.shape[1:])
-        self._check_loss_fits_model()
-        y = self._convert_y(y, x.shape[0])
-        w = self._sample_weights(x.shape[0], y, sample_weight, class_weight)
+        x, y, w = self._inputs(x, y, sample_weight, class_weight)
         wv = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -706,7 +714,7 @@ class Sequential:
                     xb, yb = x[lo:hi], y[lo:hi]
                     if w is not None:
                         wb = w[lo:hi]
-                loss_sum, z = self._train_step(xb, yb, wb, m, segments, bool(metric_fns))
+                loss_sum, z = self._train_step(xb, yb, wb, m)
                 batch_loss = loss_sum / m
                 if has_penalty:
                     batch_loss += self._penalty()
@@ -791,19 +799,11 @@ class Sequential:
         ``return_dict=True``).  batch_size: rows per forward pass (default 32; the result
         does not depend on it)."""
         with self._lock:
-            if not self.compiled:
-                raise RuntimeError("the model must be compiled before evaluate()")
-            if x is None or y is None:
-                raise ValueError("evaluate needs x and y")
+            self._require_compiled("evaluate", x, y)
             batch_size = 32 if batch_size is None else _int_arg(batch_size, "batch_size")
             if verbose not in (0, 1, 2, "auto"):
                 raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-            x = self._convert_x(x)
-            if not self.built:
-                self._build(x.shape[1:])
-            self._check_loss_fits_model()
-            y = self._convert_y(y, x.shape[0])
-            w = self._sample_weights(x.shape[0], y, sample_weight, None)
+            x, y, w = self._inputs(x, y, sample_weight)
             t0 = time.perf_counter()
             res = self._evaluate_arrays(x, y, w, batch_size, self._metric_fns())
             if verbose and verbose != "auto":
@@ -901,14 +901,8 @@ class Sequential:
         """One training step on one batch; returns the loss (and metrics) of that batch
         before the update, as Keras."""
         with self._lock:
-            if not self.compiled:
-                raise RuntimeError("the model must be compiled before train_on_batch()")
-            x = self._convert_x(x)
-            if not self.built:
-                self._build(x.shape[1:])
-            self._check_loss_fits_model()
-            y = self._convert_y(y, x.shape[0])
-            w = self._sample_weights(x.shape[0], y, sample_weight, class_weight)
+            self._require_compiled("train_on_batch", x, y)
+            x, y, w = self._inputs(x, y, sample_weight, class_weight)
             m = x.shape[0]
             segments = self._prepare_training()
             self.optimizer.build(self._store.params.size)
@@ -916,7 +910,7 @@ class Sequential:
             metric_fns = self._metric_fns()
             snapshot = (self._store.params.copy(), self._store.state.copy(),
                         self.optimizer.state().copy(), self.optimizer.iterations, self._step)
-            loss_sum, z = self._train_step(x, y, w, m, segments, bool(metric_fns))
+            loss_sum, z = self._train_step(x, y, w, m)
             loss = loss_sum / m + (self._penalty() if self._reg_vars else 0.0)
             if not math.isfinite(loss):
                 self._restore_if_nonfinite(snapshot)
@@ -944,14 +938,8 @@ class Sequential:
         ``masks`` ({name: bool keep array of shape (n, *shape)} for the noise drawn:
         dropout layers by their name, DropConnect as '<dense>/kernel')."""
         with self._lock:
-            if not self.compiled:
-                raise RuntimeError("the model must be compiled first")
-            x = self._convert_x(x)
-            if not self.built:
-                self._build(x.shape[1:])
-            self._check_loss_fits_model()
-            y = self._convert_y(y, x.shape[0])
-            w = self._sample_weights(x.shape[0], y, sample_weight, None)
+            self._require_compiled("loss_and_gradients", x, y)
+            x, y, w = self._inputs(x, y, sample_weight)
             m = x.shape[0]
             self._prepare_training()
             self._ensure(x.shape[1:], m)
@@ -960,7 +948,7 @@ class Sequential:
                 self._step = _int_arg(step, "step", minimum=0)
             state = self._store.state.copy()
             try:
-                loss_sum, _ = self._train_step(x, y, w, m, None, False)
+                loss_sum, _ = self._train_step(x, y, w, m)
             finally:
                 self._step = saved_step
                 self._store.state[...] = state

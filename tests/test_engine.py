@@ -90,11 +90,11 @@ def test_callable_model_and_training_mode_pass():
     x, y = blobs(n=64, d=20)
     model = mlp(rate=0.5)
     np.testing.assert_array_equal(model(x), model.predict(x))
+    before = model.get_weights()
     a = model(x, training=True)
     assert a.shape == (64, 4) and not np.allclose(a, model.predict(x))
     np.testing.assert_allclose(a.sum(1), 1.0, rtol=1e-5)
-    w = model.get_weights()
-    for u, v in zip(w, model.get_weights()):
+    for u, v in zip(before, model.get_weights()):
         np.testing.assert_array_equal(u, v)         # no update
 
 
@@ -268,10 +268,16 @@ def test_pickle_and_deepcopy_predict_identically():
 
 
 def test_callable_initializer_is_refused_in_a_config():
-    model = Sequential([Input((3,)), Dense(2, kernel_initializer=lambda s, rng: np.ones(s))])
+    ones = lambda s, rng: np.ones(s, np.float32)  # noqa: E731
+    model = Sequential([Input((3,)), Dense(2, kernel_initializer=ones)])
     assert np.all(model.get_weights()[0] == 1)
-    with pytest.raises(ValueError, match="callable"):
+    with pytest.raises(ValueError, match="kernel_initializer is a callable"):
         model.get_config()
+    from fastdrop.layers import LSTM, BatchNormalization, Conv2D, Embedding
+    for layer in (Conv2D(2, 3, kernel_initializer=ones), BatchNormalization(gamma_initializer=ones),
+                  LSTM(3, recurrent_initializer=ones), Embedding(5, 2, embeddings_initializer=ones)):
+        with pytest.raises(ValueError, match="is a callable"):
+            layer.get_config()
 
 
 def test_saved_files_honour_the_umask(tmp_path):

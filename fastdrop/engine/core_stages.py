@@ -65,6 +65,11 @@ class DenseStage(Stage):
                               wmask)
         return w
 
+    def _draw_mask(self, ctx):
+        drop = self.dropout
+        return ctx.mask(self.buf["mask"], drop.rate, self.rows * self.dense.units,
+                        drop.noise_index, drop.seed)
+
     def _activate(self, h, M):
         if self.fn is None:
             return
@@ -90,37 +95,26 @@ class DenseStage(Stage):
                 self._activate(h, M)
             return h if self.flat else h.reshape((ctx.m,) + self.out_shape)
         drop = self.dropout
-        if ctx.mode == MC and d.drop_connect > 0:
-            # one kernel mask per pass: a GEMM per pass, then the dropout mask
+        if ctx.mode == MC and (d.drop_connect > 0 or (ctx.tiled and drop is not None)):
             s = ctx.samples * self.rows
-            for p in range(ctx.passes):
-                w = self._masked_kernel(_random.derive(ctx.seed, _random.KEY_DROPCONNECT,
-                                                       d._model_index, p))
-                _core.gemm(x2[p * s:(p + 1) * s], w, h[p * s:(p + 1) * s], False, False,
-                           1.0, 0.0, d.bias, self.relu)
+            if d.drop_connect > 0:
+                # one kernel mask per pass: a GEMM per pass
+                for p in range(ctx.passes):
+                    w = self._masked_kernel(_random.derive(ctx.seed, _random.KEY_DROPCONNECT,
+                                                           d._model_index, p))
+                    _core.gemm(x2[p * s:(p + 1) * s], w, h[p * s:(p + 1) * s], False, False,
+                               1.0, 0.0, d.bias, self.relu)
+            else:
+                # every pass sees the same input rows: one GEMM for the samples, then T
+                # copies that differ only in their masks
+                _core.gemm(x2[:s], d.kernel, h[:s], False, False, 1.0, 0.0, d.bias, self.relu)
+                h.reshape(ctx.passes, s, d.units)[1:] = h[:s]
             if drop is not None:
-                mask = ctx.mask(self.buf["mask"], drop.rate, self.rows * d.units,
-                                drop.noise_index, drop.seed)
                 flat = h.reshape(-1)
-                _core.dropout_apply(flat, mask, flat, drop.scale)
+                _core.dropout_apply(flat, self._draw_mask(ctx), flat, drop.scale)
             self._activate(h, M)
             return h.reshape((ctx.m,) + self.out_shape)
-        if ctx.mode == MC and getattr(ctx, "tiled", False) and drop is not None:
-            # every pass sees the same input rows: one GEMM for the samples, then T copies
-            # that differ only in their masks
-            s = ctx.samples * self.rows
-            _core.gemm(x2[:s], d.kernel, h[:s], False, False, 1.0, 0.0, d.bias, self.relu)
-            h.reshape(ctx.passes, s, d.units)[1:] = h[:s]
-            mask = ctx.mask(self.buf["mask"], drop.rate, self.rows * d.units,
-                            drop.noise_index, drop.seed)
-            flat = h.reshape(-1)
-            _core.dropout_apply(flat, mask, flat, drop.scale)
-            self._activate(h, M)
-            return h.reshape((ctx.m,) + self.out_shape)
-        mask = None
-        if drop is not None:
-            mask = ctx.mask(self.buf["mask"], drop.rate, self.rows * d.units,
-                            drop.noise_index, drop.seed)
+        mask = None if drop is None else self._draw_mask(ctx)
         self._mask = mask
         w = d.kernel
         if d.drop_connect > 0:

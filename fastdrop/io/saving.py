@@ -251,9 +251,10 @@ def load_model(filepath):
     return _load(path, path)
 
 
-def _load(source, path):
+def _checked(path, fn, *args):
+    """fn(*args), every failure of a damaged file turned into a ValueError naming it."""
     try:
-        return _load_unchecked(source, path)
+        return fn(*args)
     except ValueError as e:
         if str(e).startswith(repr(path)):
             raise
@@ -262,6 +263,10 @@ def _load(source, path):
         raise
     except Exception as e:  # zip/npy/json damage of any kind, huge sizes, bad types
         raise _bad(path, f"{type(e).__name__}: {e}") from None
+
+
+def _load(source, path):
+    return _checked(path, _load_unchecked, source, path)
 
 
 def _load_unchecked(source, path):
@@ -333,30 +338,24 @@ def load_weights(model, filepath):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no weights file at {path!r}")
     model._require_built()
-    try:
-        with zipfile.ZipFile(path) as zf:
-            try:
-                header, names = _read_header(zf, path, WEIGHTS_FORMAT)
-            except ValueError:
-                header, names = _read_header(zf, path, FORMAT)
-            # matched by position, variable name, shape and kind (as Keras matches weights
-            # by topology): the layers' names may differ between two models
-            want = [v[1:] for v in _variables(model)]
-            got = header.get("variables")
-            if not isinstance(got, list) or [v[1:] if isinstance(v, list) else v
-                                             for v in got] != want:
-                raise _bad(path, "its variables do not match this model's (same architecture "
-                                 "needed)")
-            params = _read_block(zf, names, path, "params", model._store.params.size,
-                                 "parameter")
-            state = _read_block(zf, names, path, "state", model._store.state.size, "state")
-    except ValueError as e:
-        if str(e).startswith(repr(path)):
-            raise
-        raise _bad(path, e) from None
-    except (KeyboardInterrupt, SystemExit, MemoryError):
-        raise
-    except Exception as e:
-        raise _bad(path, f"{type(e).__name__}: {e}") from None
+    params, state = _checked(path, _read_weights, model, path)
     model._store.params[...] = params
     model._store.state[...] = state
+
+
+def _read_weights(model, path):
+    with zipfile.ZipFile(path) as zf:
+        try:
+            header, names = _read_header(zf, path, WEIGHTS_FORMAT)
+        except ValueError:
+            header, names = _read_header(zf, path, FORMAT)
+        # matched by position, variable name, shape and kind (as Keras matches weights
+        # by topology): the layers' names may differ between two models
+        want = [v[1:] for v in _variables(model)]
+        got = header.get("variables")
+        if not isinstance(got, list) or [v[1:] if isinstance(v, list) else v
+                                         for v in got] != want:
+            raise _bad(path, "its variables do not match this model's (same architecture "
+                             "needed)")
+        return (_read_block(zf, names, path, "params", model._store.params.size, "parameter"),
+                _read_block(zf, names, path, "state", model._store.state.size, "state"))

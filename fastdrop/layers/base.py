@@ -56,6 +56,16 @@ def shape_arg(shape, name="input_shape"):
     return tuple(out)
 
 
+def initializer_config(init, arg):
+    """The config entry of an initializer: its name.  A callable without a name cannot be
+    saved, so it is refused with a clear error (never replaced by a default)."""
+    name = _initializers.name_of(init)
+    if name is None:
+        raise ValueError(f"{arg} is a callable and cannot be saved in a config; use a named "
+                         f"initializer (one of {sorted(_initializers.names())})")
+    return name
+
+
 class Variable:
     """A declared variable.  ``value`` (and ``grad`` when trainable) are views into the
     model's blocks once the model allocates them."""

@@ -17,6 +17,7 @@ from .. import initializers as _initializers
 from ..engine.plan import fusion_rule
 from ..engine.stage import Stage
 from .base import Layer, rate_arg, seed_arg, units_arg
+from .base import initializer_config as _init_name
 
 CONV_ACTIVATIONS = ("linear", "relu")
 
@@ -72,11 +73,6 @@ def _image_shape(layer, input_shape):
                          f"(height, width, channels) per sample (channels last), got "
                          f"per-sample shape {s}")
     return s
-
-
-def _init_name(init):
-    name = _initializers.name_of(init)
-    return name if name is not None else init
 
 
 def _noise_index(layer):
@@ -143,8 +139,8 @@ class Conv2D(Layer):
                    strides=list(self.strides), padding=self.padding,
                    dilation_rate=list(self.dilation_rate), activation=self.activation,
                    use_bias=self.use_bias,
-                   kernel_initializer=_init_name(self.kernel_initializer),
-                   bias_initializer=_init_name(self.bias_initializer),
+                   kernel_initializer=_init_name(self.kernel_initializer, "kernel_initializer"),
+                   bias_initializer=_init_name(self.bias_initializer, "bias_initializer"),
                    kernel_regularizer=None if self.kernel_regularizer is None
                    else self.kernel_regularizer.get_config(),
                    kernel_constraint=None if self.kernel_constraint is None
@@ -319,10 +315,9 @@ class BatchNormalization(Layer):
         cfg = super().get_config()
         cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon,
                    center=self.center, scale=self.scale,
-                   beta_initializer=_init_name(self.beta_initializer),
-                   gamma_initializer=_init_name(self.gamma_initializer),
-                   moving_mean_initializer=_init_name(self.moving_mean_initializer),
-                   moving_variance_initializer=_init_name(self.moving_variance_initializer))
+                   **{k: _init_name(getattr(self, k), k) for k in (
+                       "beta_initializer", "gamma_initializer", "moving_mean_initializer",
+                       "moving_variance_initializer")})
         return cfg
 
     def make_stage(self):

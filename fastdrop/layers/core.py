@@ -7,7 +7,7 @@ from .. import constraints as _constraints
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from ..engine import activations as _acts
-from .base import Layer, rate_arg, shape_arg, units_arg
+from .base import Layer, initializer_config, rate_arg, shape_arg, units_arg
 
 
 def activation_arg(name, arg="activation"):
@@ -16,14 +16,6 @@ def activation_arg(name, arg="activation"):
     if isinstance(name, str) and name.lower() in _acts.names():
         return name.lower()
     raise ValueError(f"{arg} must be one of {_acts.names()} or None, got {name!r}")
-
-
-def _init_name(init, arg):
-    name = _initializers.name_of(init)
-    if name is None:
-        raise ValueError(f"{arg} is a callable and cannot be saved in a config; use a named "
-                         f"initializer (one of {sorted(_initializers.names())})")
-    return name
 
 
 class Dense(Layer):
@@ -88,8 +80,8 @@ class Dense(Layer):
         cfg = super().get_config()
         cfg.update({
             "units": self.units, "activation": self.activation, "use_bias": self.use_bias,
-            "kernel_initializer": _init_name(self.kernel_initializer, "kernel_initializer"),
-            "bias_initializer": _init_name(self.bias_initializer, "bias_initializer"),
+            "kernel_initializer": initializer_config(self.kernel_initializer, "kernel_initializer"),
+            "bias_initializer": initializer_config(self.bias_initializer, "bias_initializer"),
             "kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
             "bias_regularizer": _regularizers.serialize(self.bias_regularizer),
             "kernel_constraint": _constraints.serialize(self.kernel_constraint),

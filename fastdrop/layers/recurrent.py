@@ -32,6 +32,7 @@ from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from ..engine.stage import Stage
 from .base import Layer, rate_arg, seed_arg, units_arg
+from .base import initializer_config as _init_name
 
 _ACTS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid")
 _REC_PART = 10
@@ -53,10 +54,6 @@ def _bool_arg(v, name):
 
 def _ser(obj):
     return None if obj is None else obj.get_config()
-
-
-def _init_name(init, default):
-    return _initializers.name_of(init) or default
 
 
 class _UnitForgetBias:
@@ -174,9 +171,9 @@ class _RNN(Layer):
         cfg = super().get_config()
         cfg.update(
             units=self.units, activation=self.activation, use_bias=self.use_bias,
-            kernel_initializer=_init_name(self.kernel_initializer, "glorot_uniform"),
-            recurrent_initializer=_init_name(self.recurrent_initializer, "orthogonal"),
-            bias_initializer=_init_name(self.bias_initializer, "zeros"),
+            kernel_initializer=_init_name(self.kernel_initializer, "kernel_initializer"),
+            recurrent_initializer=_init_name(self.recurrent_initializer, "recurrent_initializer"),
+            bias_initializer=_init_name(self.bias_initializer, "bias_initializer"),
             kernel_regularizer=_ser(self.kernel_regularizer),
             recurrent_regularizer=_ser(self.recurrent_regularizer),
             bias_regularizer=_ser(self.bias_regularizer),
@@ -403,7 +400,8 @@ class Embedding(Layer):
     def get_config(self):
         cfg = super().get_config()
         cfg.update(input_dim=self.input_dim, output_dim=self.output_dim,
-                   embeddings_initializer=_init_name(self.embeddings_initializer, "uniform"),
+                   embeddings_initializer=_init_name(self.embeddings_initializer,
+                                                     "embeddings_initializer"),
                    embeddings_regularizer=_ser(self.embeddings_regularizer),
                    embeddings_constraint=_ser(self.embeddings_constraint),
                    mask_zero=self.mask_zero)
