@@ -7,9 +7,10 @@ import pytest
 from fastdrop import _core
 from fastdrop import initializers
 from fastdrop.engine import INFER, MC, TRAIN, Arena, Context, make_plan
-from fastdrop.layers.conv import (AveragePooling2D, BatchNormalization, Conv2D, ConvStage,
+from fastdrop.engine.stages.conv import ConvStage, conv_fusion_rule
+from fastdrop.layers.conv import (AveragePooling2D, BatchNormalization, Conv2D,
                                   GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D,
-                                  SpatialDropout2D, conv_fusion_rule)
+                                  SpatialDropout2D)
 from fastdrop.reference import conv as R
 
 
@@ -131,27 +132,7 @@ def test_conv2d_relu_no_bias_and_large_batch_chunks():
 
 
 # ---------------------------------------------------------------- fusion + dropout
-# Minimal v2-contract stand-ins of the lead's Dropout and Activation layers (the fusion
-# rule recognises them by class name and attributes: rate, noise_shape, seed, activation).
-from fastdrop.layers.base import Layer as _Layer  # noqa: E402
-
-
-class Dropout(_Layer):
-    noisy = True
-
-    def __init__(self, rate, noise_shape=None, seed=None, **kw):
-        super().__init__(**kw)
-        self.rate, self.noise_shape, self.seed = float(rate), noise_shape, seed
-
-    @property
-    def scale(self):
-        return float(np.float32(1.0 / (1.0 - self.rate)))
-
-
-class Activation(_Layer):
-    def __init__(self, activation, **kw):
-        super().__init__(**kw)
-        self.activation = activation
+from fastdrop.layers import Activation, Dropout  # noqa: E402
 
 
 def _dropout_cls():
@@ -670,7 +651,7 @@ def test_mc_dropout_bn_network_independent_of_other_samples():
 def test_conv_bn_fused_stage(tail):
     """Conv2D + BN [+ relu] [+ dropout]: TRAIN exact through the batch statistics,
     INFER / MC with BN folded into the convolution."""
-    from fastdrop.layers.conv import ConvBNStage
+    from fastdrop.engine.stages.conv import ConvBNStage
     rng = np.random.default_rng(15)
     n, shape, f, rate = 5, (8, 9, 3), 6, 0.3
     conv = Conv2D(f, 3, padding="same", bias_initializer="glorot_uniform")

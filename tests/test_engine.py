@@ -291,7 +291,8 @@ def test_saved_files_honour_the_umask(tmp_path):
 
 
 def test_plan_fuses_dense_activation_and_dropout():
-    from fastdrop.engine.core_stages import DenseStage, DropoutStage
+    from fastdrop.engine.stages.core import DenseStage
+    from fastdrop.engine.stages.noise import DropoutStage
     model = Sequential([Input((8,)), Dense(6), Activation("relu"), Dropout(0.5),
                         Dense(4, activation="relu"), Dropout(0.2, noise_shape=(None, 1)),
                         Dense(2, activation="softmax")])

@@ -1,6 +1,6 @@
 """Fuzzing ``fastdrop.models.load_model`` with damaged model files, in process.
 
-Contract under test (fastdrop/saving.py): loading anything that is not a valid model
+Contract under test (fastdrop/io/native.py): loading anything that is not a valid model
 file raises ``ValueError`` ("... is not a valid fastdrop model file: ...") — whatever
 the damage; a missing path raises ``FileNotFoundError`` (an ``OSError``).  No other
 exception, no crash (a segfault kills pytest, which is the point of running in process),

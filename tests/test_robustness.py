@@ -190,7 +190,7 @@ class _Boom(Exception):
 @pytest.mark.parametrize("failure", ["keyboard-interrupt-before-rename", "partial-write"])
 def test_failed_checkpoint_keeps_previous_file(tmp_path, monkeypatch, failure):
     """The 3rd epoch's checkpoint save fails midway; last.fdm still holds epoch 2."""
-    import fastdrop.io.saving as saving
+    import fastdrop.io.native as saving
 
     x, y = blobs()
     snaps = Snapshots()

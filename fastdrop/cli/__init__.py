@@ -205,7 +205,7 @@ def cmd_bench(args):
 
 
 def cmd_tune(args):
-    from .. import tune
+    from . import tune
     return tune.main(args)
 
 
@@ -297,7 +297,7 @@ def build_parser(prog=None):
                    help="kernel threads (0: all cores)")
     b.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     b.set_defaults(func=cmd_bench)
-    from ..tune import add_parser as add_tune_parser
+    from .tune import add_parser as add_tune_parser
     _harden_tune_parser(add_tune_parser(sub, func=cmd_tune))
     return p
 

@@ -25,6 +25,7 @@ from .context import INFER, MC, MODES, TRAIN, Context
 from .stage import IdentityStage, Stage
 from .plan import fusion_rule, make_plan
 from .arena import Arena
+from . import stages  # noqa: F401,E402  (registers every family's fusion rules)
 
 __all__ = ["TRAIN", "INFER", "MC", "MODES", "Context", "Stage", "IdentityStage",
            "fusion_rule", "make_plan", "Arena"]

@@ -6,11 +6,12 @@ from .base import Layer, Variable
 from .core import Activation, Dense, Flatten, Input, InputLayer, ReLU, Reshape
 from .noise import AlphaDropout, Dropout, GaussianDropout
 
-# the engine's core stages register their fusion rules on import
-from ..engine import core_stages as _core_stages  # noqa: F401,E402
 
-LAYER_TYPES = {c.__name__: c for c in (Dense, Dropout, GaussianDropout, AlphaDropout, Activation,
-                                        ReLU, Flatten, Reshape, InputLayer)}
+from ..registry import LAYER_TYPES, register_layer  # noqa: E402
+
+for _c in (Dense, Dropout, GaussianDropout, AlphaDropout, Activation, ReLU, Flatten, Reshape,
+           InputLayer):
+    register_layer(_c)
 
 from .conv import (AveragePooling2D, BatchNormalization, Conv2D,  # noqa: E402
                    GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D, SpatialDropout2D)
@@ -21,12 +22,13 @@ _CONV = (Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalM
          SpatialDropout2D, BatchNormalization)
 _RNN = (Embedding, SimpleRNN, LSTM, GRU, Bidirectional, GlobalAveragePooling1D,
         GlobalMaxPooling1D)
-LAYER_TYPES.update({c.__name__: c for c in _CONV + _RNN})
+for _c in _CONV + _RNN:
+    register_layer(_c)
 
 
 def _register(*classes):
     for c in classes:
-        LAYER_TYPES[c.__name__] = c
+        register_layer(c)
         globals()[c.__name__] = c
 
 

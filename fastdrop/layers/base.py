@@ -105,6 +105,8 @@ class Layer:
     """
 
     noisy = False
+    #: what the engine's fusion rules match on (the engine never imports layer classes)
+    kind = None
     _counts = {}
 
     def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True,

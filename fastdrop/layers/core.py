@@ -28,6 +28,7 @@ class Dense(Layer):
     kernel is dropped with this probability (one mask per step, shared by the batch; kept
     weights scaled by 1/(1-rate)); inference uses the full kernel.
     """
+    kind = "dense"
 
     def __init__(self, units, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros",
@@ -73,7 +74,7 @@ class Dense(Layer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def make_stage(self):
-        from ..engine.core_stages import DenseStage
+        from ..engine.stages.core import DenseStage
         return DenseStage(self, self.activation, None)
 
     def get_config(self):
@@ -102,13 +103,14 @@ class Dense(Layer):
 
 class Activation(Layer):
     """Applies an activation function by name (Keras names)."""
+    kind = "activation"
 
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = activation_arg(activation)
 
     def make_stage(self):
-        from ..engine.core_stages import ActivationStage
+        from ..engine.stages.core import ActivationStage
         return ActivationStage(self, self.activation)
 
     def get_config(self):
@@ -129,6 +131,7 @@ class ReLU(Activation):
 
 class Flatten(Layer):
     """Flattens each sample to a vector, in row-major (H, W, C) order as Keras."""
+    kind = "flatten"
 
     def compute_output_shape(self, input_shape):
         if any(d is None for d in input_shape):
@@ -143,6 +146,7 @@ class Flatten(Layer):
 
 class Reshape(Layer):
     """Reshapes each sample to ``target_shape`` (one entry may be -1)."""
+    kind = "reshape"
 
     def __init__(self, target_shape, **kwargs):
         super().__init__(**kwargs)
@@ -179,6 +183,7 @@ class Reshape(Layer):
 
 class InputLayer(Layer):
     """Declares the per-sample input shape (``keras.Input(shape=...)``)."""
+    kind = "input"
 
     def __init__(self, shape=None, input_shape=None, name=None, **kwargs):
         shape = shape if shape is not None else input_shape

@@ -36,6 +36,7 @@ class Dropout(_NoiseLayer):
     ``(None, 1, 1, C)`` (one bit per sample and channel), ``(1, F)`` (one mask shared by
     the batch) or ``(None, 1)``.  Entries are None, 1, or the input's size on that axis.
     """
+    kind = "dropout"
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(rate, seed, **kwargs)
@@ -81,7 +82,7 @@ class Dropout(_NoiseLayer):
         return float(np.float32(1.0 / (1.0 - self.rate)))
 
     def make_stage(self):
-        from ..engine.core_stages import DropoutStage
+        from ..engine.stages.noise import DropoutStage
         return DropoutStage(self)
 
     def get_config(self):
@@ -100,13 +101,14 @@ class Dropout(_NoiseLayer):
 class GaussianDropout(_NoiseLayer):
     """Multiplicative Gaussian noise N(1, rate/(1-rate)) during training (Srivastava et
     al. 2014, §10); identity at inference.  The noise is counter-keyed like dropout."""
+    kind = "gaussian_dropout"
 
     @property
     def stddev(self):
         return math.sqrt(self.rate / (1.0 - self.rate))
 
     def make_stage(self):
-        from ..engine.core_stages import GaussianDropoutStage
+        from ..engine.stages.noise import GaussianDropoutStage
         return GaussianDropoutStage(self)
 
 
@@ -115,6 +117,7 @@ class AlphaDropout(_NoiseLayer):
     2017): dropped units are set to SELU's negative saturation and an affine correction
     restores the moments.  Identity at inference.  Use with activation='selu' and
     kernel_initializer='lecun_normal'."""
+    kind = "alpha_dropout"
 
     ALPHA_P = -1.6732632423543772848170429916717 * 1.0507009873554804934193349852946
 
@@ -126,5 +129,5 @@ class AlphaDropout(_NoiseLayer):
         return a, -a * ap * r
 
     def make_stage(self):
-        from ..engine.core_stages import AlphaDropoutStage
+        from ..engine.stages.noise import AlphaDropoutStage
         return AlphaDropoutStage(self)

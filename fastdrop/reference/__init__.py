@@ -2,11 +2,11 @@
 
 These are the test oracle and the benchmark baseline: written for clarity, computed
 in float64 where that makes them a better oracle, returned as float32.  The dropout
-functions reproduce fastdrop's mask bit for bit (see ``_reference_dropout``).
+functions reproduce fastdrop's mask bit for bit (see ``reference.dropout``).
 """
 import numpy as np
 
-from .._reference_dropout import (  # noqa: F401  (re-exported)
+from .dropout import (  # noqa: F401  (re-exported)
     dropout,
     dropout_backward,
     dropout_keep,
@@ -216,7 +216,7 @@ class ReferenceTrainer:
 def gaussian_noise(n, seed, stddev):
     """NumPy mirror of fd_gaussian_noise_f32: 1 + stddev*N(0,1), block b of 4096 elements
     drawn from xoshiro256+ stream b (seeded as dropout stream b), Box–Muller on pairs."""
-    from .._reference_dropout import _GOLDEN, _mix
+    from .dropout import _GOLDEN, _mix
     n = int(n)
     block = 4096
     nb = -(-n // block)

@@ -11,6 +11,10 @@ import zipfile
 
 import numpy as np
 
+from .. import optimizers
+from .. import registry as _registry
+from ..layers.core import InputLayer
+
 FORMAT = "fastdrop-model"
 WEIGHTS_FORMAT = "fastdrop-weights"
 FORMAT_VERSION = 2          # 1: the MLP engine's files (still loaded)
@@ -175,14 +179,13 @@ def _read_block(zf, names, path, member, size, what):
 
 
 def _layers_from_config(cfg, path):
-    from .. import layers as L
     if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
         raise _bad(path, "malformed config")
     out = []
     for spec in cfg["layers"]:
         if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
             raise _bad(path, "malformed layer entry")
-        cls = L.LAYER_TYPES.get(spec.get("class_name"))
+        cls = _registry.layer_class(spec.get("class_name"))
         if cls is None:
             raise _bad(path, f"unknown layer type {spec.get('class_name')!r}")
         out.append(cls.from_config(dict(spec["config"])))
@@ -192,7 +195,6 @@ def _layers_from_config(cfg, path):
 def _declared_sizes(layers, input_shape):
     """(weight count, state count, [(layer, var, shape, kind)]) implied by the layer
     configs — computed on the configs alone, before any allocation."""
-    from ..layers.core import InputLayer
     shape = tuple(input_shape)
     nw = ns = 0
     spec = []
@@ -215,7 +217,6 @@ def _declared_sizes(layers, input_shape):
 
 
 def _input_shape(header, layers, path):
-    from ..layers.core import InputLayer
     if header.get("format_version") == 1:
         d = _int(header["input_dim"], "input_dim", 1, _MAX_PARAMS)
         for layer in layers:   # a v1 Flatten/Input may declare the unflattened shape
@@ -270,8 +271,7 @@ def _load(source, path):
 
 
 def _load_unchecked(source, path):
-    from .. import optimizers
-    from ..models import Sequential
+    Sequential = _registry.model_class()
 
     with zipfile.ZipFile(source) as zf:
         header, names = _read_header(zf, path, FORMAT)
