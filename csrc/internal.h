@@ -34,7 +34,12 @@ void fd_parallel(int nt, int64_t nchunks, fd_chunk_fn fn, void *ctx);
 typedef void (*fd_range_fn)(void *ctx, int64_t lo, int64_t hi);
 void fd_parallel_range(int64_t n, int64_t grain, int64_t align, fd_range_fn fn, void *ctx);
 int fd_pool_active(void);              /* 1: our pool; 0: OpenMP regions or serial   */
-void fd_pool_kick(void);               /* helpers free their GEMM buffers (idle ones) */
+void fd_pool_kick(void);               /* idle helpers run the thread cleanup hook     */
+/* The pool knows nothing of what its threads hold: a caller that keeps per-thread state
+ * (frame.c: the GEMM packing buffers) registers the function that frees the calling
+ * thread's share; idle helpers run it after fd_pool_kick.  NULL: no hook. */
+typedef void (*fd_thread_cleanup_fn)(void);
+void fd_pool_set_thread_cleanup(fd_thread_cleanup_fn fn);
 void fd_release_thread_buffers(void);  /* frame.c: free the calling thread's buffers  */
 
 /* ----------------------------------------------------- per-ISA kernel table */

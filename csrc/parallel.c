@@ -28,6 +28,15 @@
 #include <string.h>
 
 #include "fpenv.h"
+#include <stdatomic.h>
+
+static _Atomic(fd_thread_cleanup_fn) cleanup_hook = NULL;
+
+void fd_pool_set_thread_cleanup(fd_thread_cleanup_fn fn)
+{
+    atomic_store(&cleanup_hook, fn);
+}
+
 
 #if defined(__linux__) && defined(_OPENMP)
 #define FD_POOL 1
@@ -107,7 +116,8 @@ static void helper_loop(int idx)
             const uint32_t rg = atomic_load(&P.release_gen);
             if (rg != my_release) {
                 my_release = rg;
-                fd_release_thread_buffers();
+                const fd_thread_cleanup_fn hook = atomic_load(&cleanup_hook);
+                if (hook) hook();
             }
             continue;
         }

@@ -253,8 +253,8 @@ def _ratio(a, b):
 
 class _Ctx:
     def __init__(self, cfg, log):
-        import fastdrop
-        self.fastdrop = fastdrop
+        from . import runtime as fastdrop_runtime
+        self.fastdrop = fastdrop_runtime
         self.cfg = cfg
         self.n = cfg["threads"]
         self.blas = _Blas()
@@ -737,9 +737,9 @@ def bench_steady(ctx):
 
 
 def machine_info(blas=None):
-    import fastdrop
+    from . import runtime as fastdrop_runtime
     info = dict(cpu=_cpu_model(), cores=_cpu_count(), logical_cpus=os.cpu_count(),
-                fastdrop=fastdrop.cpu_info(), python=platform.python_version(),
+                fastdrop=fastdrop_runtime.cpu_info(), python=platform.python_version(),
                 platform=platform.platform(), numpy=np.__version__,
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     blas = blas or _Blas()
@@ -775,9 +775,9 @@ def machine_info(blas=None):
 
 def run(cfg, log=None):
     """Measure everything in ``cfg`` (see ``config``); returns the results dict."""
-    import fastdrop
+    from . import runtime as fastdrop_runtime
     log = log or (lambda s: None)
-    old_threads = fastdrop.get_num_threads()
+    old_threads = fastdrop_runtime.get_num_threads()
     old_torch = _TORCH[0].get_num_threads() if _TORCH and _TORCH[0] is not None else None
     t0 = time.perf_counter()
     ctx = _Ctx(cfg, log)
@@ -801,7 +801,7 @@ def run(cfg, log=None):
             from .benchmarks.models import bench_models
             res["models"] = bench_models(ctx, _torch(cfg))
     finally:
-        fastdrop.set_num_threads(old_threads)
+        fastdrop_runtime.set_num_threads(old_threads)
         ctx.blas.restore()
         if _TORCH and _TORCH[0] is not None and old_torch:
             _TORCH[0].set_num_threads(old_torch)

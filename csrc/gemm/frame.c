@@ -71,6 +71,11 @@ static float *pack_buffer(size_t floats)
     const uint32_t g = atomic_load_explicit(&release_gen, memory_order_relaxed);
     if (my_buf.gen != g) fd_release_thread_buffers();
     if (my_buf.cap < floats) {
+        static _Atomic int hooked = 0;
+        if (!atomic_load_explicit(&hooked, memory_order_relaxed)) {
+            fd_pool_set_thread_cleanup(fd_release_thread_buffers);
+            atomic_store(&hooked, 1);
+        }
         free(my_buf.p);
         my_buf.p = NULL;
         my_buf.cap = 0;

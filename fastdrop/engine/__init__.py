@@ -4,6 +4,8 @@
 * ``stage``: the ``Stage`` contract (bind / buffers / forward / backward).
 * ``plan``: fusion rules that turn layers into stages.
 * ``arena``: one allocation for every stage's buffers at a batch capacity.
+* ``stages``: the stages, one module per layer family, each with its fusion rules
+  (rules match a layer's declared ``kind``; the engine never imports a layer class).
 
 How to add a layer
 ------------------
@@ -13,12 +15,13 @@ How to add a layer
    regularizer=None, constraint=None)`` (state variables: ``trainable=False, state=True``);
    ``compute_output_shape(input_shape)`` on per-sample shapes; ``get_config()``;
    ``noisy = True`` if it draws noise; ``make_stage()`` returns its stage.
-2. A ``Stage`` subclass (``fastdrop/engine/stage.py`` documents the contract) calling the C
-   kernels through ``fastdrop._core``; noise through ``ctx.mask(...)``.
-3. Optionally a fusion rule (``@fusion_rule``) that merges it with its neighbours.
+2. A ``Stage`` subclass in ``fastdrop/engine/stages/<family>.py`` (``fastdrop/engine/stage.py``
+   documents the contract) calling the C kernels through ``fastdrop._core``; noise through
+   ``ctx.mask(...)``.
+3. Optionally a fusion rule (``@fusion_rule``) beside it, matching layers by ``kind``.
 4. Its kernels in ``csrc/``, bindings in ``fastdrop/_core_<family>.pxi``, a NumPy
    reference in ``fastdrop/reference/`` and tests against that reference.
-Register the class in ``fastdrop/layers/__init__.py`` (``LAYER_TYPES``, for loading).
+Register the class in ``fastdrop/layers/__init__.py`` (``register_layer``, for loading).
 ``Sequential`` is never edited.
 """
 from .context import INFER, MC, MODES, TRAIN, Context

@@ -40,11 +40,11 @@ try:  # scikit-learn >= 1.6
 except ImportError:  # pragma: no cover - older scikit-learn
     _sk_validate_data = None
 
-import fastdrop
 from .. import callbacks as _callbacks
 from .. import layers as _layers
 from .. import models as _models
 from .. import optimizers as _optimizers
+from .. import runtime as _runtime
 
 __all__ = ["DropoutMLPClassifier", "DropoutMLPRegressor"]
 
@@ -105,9 +105,9 @@ class _threads:
         if self.n is not None:
             with _threads_lock:
                 if _threads_users == 0:
-                    _threads_saved = fastdrop.get_num_threads()
+                    _threads_saved = _runtime.get_num_threads()
                 _threads_users += 1
-                fastdrop.set_num_threads(self.n)
+                _runtime.set_num_threads(self.n)
         return self
 
     def __exit__(self, *exc):
@@ -116,7 +116,7 @@ class _threads:
             with _threads_lock:
                 _threads_users -= 1
                 if _threads_users == 0:
-                    fastdrop.set_num_threads(_threads_saved)
+                    _runtime.set_num_threads(_threads_saved)
         return False
 
 

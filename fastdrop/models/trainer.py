@@ -431,7 +431,7 @@ class Trainer(Inputs):
                     return self._apply_head(h)
         with self._lock:
             if mc_samples is not None:
-                from ..uncertainty import _mc_moments
+                from .mc import _mc_moments
                 mean, m2, _ = _mc_moments(self, x, mc_samples, seed, batch_size)
                 return mean, np.sqrt(m2)
             return self._predict(x, batch_size)
