@@ -57,6 +57,15 @@ extern const fd_rnn_gates fd_rnn_gates_avx512;
 #define FD_RG_CAT(a, b) FD_RG_CAT_(a, b)
 #define FD_RG(name) FD_RG_CAT(name, FD_SFX)
 
+/* GCC (12) if-converts the selects below only when it may assume FP operations do not
+ * trap; with the default -ftrapping-math every loop that calls rg_sigmoid / rg_tanh stays
+ * scalar ("control flow in loop").  The flag changes no result (no reassociation, no
+ * contraction: each element gets the same IEEE operations), only lets the loops vectorise. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+
 static inline float rg_exp_nonpos(float x) {
     const float xc = x < -87.0f ? -87.0f : x;
     const float t = xc * 1.44269504088896341f;
@@ -177,15 +186,26 @@ static void FD_RG(lstm_fwd)(int64_t u, int act, int rec, float *g, const float *
                             float *FD_RESTRICT tmp) {
     float *FD_RESTRICT gi = g, *FD_RESTRICT gf = g + u, *FD_RESTRICT gc = g + 2 * u,
                        *FD_RESTRICT go = g + 3 * u;
-    if (0) { /* one fused pass: GCC 12 does not vectorise it (5 inlined exps); kept off */
-        for (int64_t j = 0; j < u; j++) {
-            const float i = rg_sigmoid(gi[j]), f = rg_sigmoid(gf[j]);
-            const float cc = rg_tanh(gc[j]), o = rg_sigmoid(go[j]);
-            const float cpj = cp ? cp[j] : 0.0f;
-            const float cn = f * cpj + i * cc;
-            gi[j] = i; gf[j] = f; gc[j] = cc; go[j] = o;
-            c[j] = cn;
-            h[j] = o * rg_tanh(cn);
+    if (rec == FD_RNN_ACT_SIGMOID && act == FD_RNN_ACT_TANH) {   /* one fused pass */
+        const float *FD_RESTRICT cq = cp;
+        if (cq) {
+            for (int64_t j = 0; j < u; j++) {
+                const float i = rg_sigmoid(gi[j]), f = rg_sigmoid(gf[j]);
+                const float cc = rg_tanh(gc[j]), o = rg_sigmoid(go[j]);
+                const float cn = f * cq[j] + i * cc;
+                gi[j] = i; gf[j] = f; gc[j] = cc; go[j] = o;
+                c[j] = cn;
+                h[j] = o * rg_tanh(cn);
+            }
+        } else {
+            for (int64_t j = 0; j < u; j++) {
+                const float i = rg_sigmoid(gi[j]), f = rg_sigmoid(gf[j]);
+                const float cc = rg_tanh(gc[j]), o = rg_sigmoid(go[j]);
+                const float cn = f * 0.0f + i * cc;
+                gi[j] = i; gf[j] = f; gc[j] = cc; go[j] = o;
+                c[j] = cn;
+                h[j] = o * rg_tanh(cn);
+            }
         }
         return;
     }
@@ -198,25 +218,29 @@ static void FD_RG(lstm_fwd)(int64_t u, int act, int rec, float *g, const float *
     for (int64_t j = 0; j < u; j++) h[j] = go[j] * tmp[j];
 }
 
+/* sigmoid / tanh: one fused pass (the same operations, in the same order, as lstm_bwd_gen;
+ * cp hoisted out of the loop so it vectorises) */
+#define FD_LSTM_BWD_BODY(CPJ)                                                          \
+    for (int64_t j = 0; j < u; j++) {                                                  \
+        const float i = gi[j], f = gf[j], cc = gc[j], o = go[j];                       \
+        const float tc = rg_tanh(c[j]);                                                \
+        const float dcj = dc[j] + dh[j] * o * (1.0f - tc * tc);                        \
+        gi[j] = dcj * cc * (i * (1.0f - i));                                           \
+        gf[j] = dcj * (CPJ) * (f * (1.0f - f));                                        \
+        gc[j] = dcj * i * (1.0f - cc * cc);                                            \
+        go[j] = dh[j] * tc * (o * (1.0f - o));                                         \
+        dc[j] = dcj * f;                                                               \
+    }
 static void FD_RG(lstm_bwd)(int64_t u, float *g, const float *FD_RESTRICT c,
                             const float *cp, const float *FD_RESTRICT dh,
                             float *FD_RESTRICT dc) {
     float *FD_RESTRICT gi = g, *FD_RESTRICT gf = g + u, *FD_RESTRICT gc = g + 2 * u,
                        *FD_RESTRICT go = g + 3 * u;
-    {
-        for (int64_t j = 0; j < u; j++) {
-            const float i = gi[j], f = gf[j], cc = gc[j], o = go[j];
-            const float tc = rg_tanh(c[j]);
-            const float dcj = dc[j] + dh[j] * o * (1.0f - tc * tc);
-            const float cpj = cp ? cp[j] : 0.0f;
-            gi[j] = dcj * cc * (i * (1.0f - i));
-            gf[j] = dcj * cpj * (f * (1.0f - f));
-            gc[j] = dcj * i * (1.0f - cc * cc);
-            go[j] = dh[j] * tc * (o * (1.0f - o));
-            dc[j] = dcj * f;
-        }
-    }
+    const float *FD_RESTRICT cq = cp;
+    if (cq) { FD_LSTM_BWD_BODY(cq[j]) }
+    else { FD_LSTM_BWD_BODY(0.0f) }
 }
+#undef FD_LSTM_BWD_BODY
 
 /* Generic LSTM backward keeping the gate values: called with a scratch of 6u floats. */
 static void FD_RG(lstm_bwd_gen)(int64_t u, int act, int rec, float *g,
@@ -245,8 +269,10 @@ static void FD_RG(lstm_bwd_gen)(int64_t u, int act, int rec, float *g,
 
 static void FD_RG(lstm_bwd_any)(int64_t u, int act, int rec, float *g, const float *c,
                                 const float *cp, const float *dh, float *dc, float *tmp) {
-    (void)FD_RG(lstm_bwd);   /* the fused pass does not vectorise (GCC 12) */
-    FD_RG(lstm_bwd_gen)(u, act, rec, g, c, cp, dh, dc, tmp);
+    if (rec == FD_RNN_ACT_SIGMOID && act == FD_RNN_ACT_TANH)
+        FD_RG(lstm_bwd)(u, g, c, cp, dh, dc);
+    else
+        FD_RG(lstm_bwd_gen)(u, act, rec, g, c, cp, dh, dc, tmp);
 }
 
 static void FD_RG(gru_ra_fwd)(int64_t u, int act, int rec, float *g,
@@ -357,4 +383,7 @@ const fd_rnn_gates FD_RG(fd_rnn_gates) = {
     FD_RG(gru_rb_bwd1),
     FD_RG(gru_rb_bwd2_any),
 };
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
 #endif /* FD_SFX */
