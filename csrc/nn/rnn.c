@@ -21,11 +21,12 @@
  *                        [b_rz, b_rr, 0])
  *   bpack [G+1]          packed micro-kernel panels: forward [W_g; b_g; U_g] per gate (the
  *                        input projection is fused into each step's product; slot G: GRU's
- *                        [b_rh; U_h] or U_h), backward U_gᵀ
- *   apack [chunk]        the packed [x_t | 1 | h̃_{t-1}] rows of a chunk
+ *                        [b_rh; U_h] or U_h); backward U_gᵀ per gate, or (LSTM, SimpleRNN
+ *                        without recurrent masks) Uᵀ as one (G·u) × u operand
+ *   apack [chunk]        the packed [x_t | 1 | h̃_{t-1}] (forward) or dz_t (backward) rows
  *   dh, dhp, dc, tmp [m][u], rt [m][4u]   backward carries and row scratch
- *   gw, gu, gb [chunk]   partial dW, dU, db; gbpack, gapack [chunk]: packed dz_t, x_tᵀ,
- *                        h̃_{t-1}ᵀ of the per-step weight-gradient products */
+ * Backward runs only dh_{t-1} = dz_t·Uᵀ per step; dW, dU are GEMMs over all T·m rows after
+ * the loop (dz_t stays in gates), db their column sums. */
 #include "rnn.h"
 #include "rnn_gates_impl.h"
 #include "../internal.h"
@@ -37,9 +38,6 @@
 
 typedef struct {
     float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
-    float *gw, *gu, *gb;        /* per chunk: partial dW, dU, db (summed in chunk order)    */
-    float *gbpack, *gapack;     /* per chunk: packed dz_t (B) and x_tᵀ / h̃_{t-1}ᵀ (A)        */
-    int64_t gbslot, gastride;
     float *bpack;   /* [G] packed U_g (forward) or U_gᵀ (backward) micro-kernel panels  */
     float *apack;   /* [chunk] packed A panels of the step's recurrent product          */
     int64_t bstride, astride;
@@ -92,19 +90,13 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
         const int64_t bs = round_up(u, FD_RNN_NR_ALL) * KB;
         int64_t nc, rows;
         chunking(m, &nc, &rows);
-        const int64_t as = pad_mr(rows) * KB;
+        const int64_t KA = KB > G * u ? KB : G * u;   /* backward: dz_t (G·u wide) */
+        const int64_t as = pad_mr(rows) * KA;
         if (L) { L->bstride = bs; L->astride = as; }
-        TAKE(bpack, (G + 1) * bs);
+        /* backward without recurrent masks: Uᵀ as one (G·u) × u operand */
+        const int64_t bsu = round_up(u, FD_RNN_NR_ALL) * G * u;
+        TAKE(bpack, (G + 1) * bs > bsu ? (G + 1) * bs : bsu);
         TAKE(apack, nc * as);
-        const int64_t sb = round_up(u, FD_RNN_NR_ALL) * rows;
-        const int64_t mx = F > u ? F : u;
-        const int64_t ga = pad_mr(mx) * rows;
-        if (L) { L->gbslot = sb; L->gastride = ga; }
-        TAKE(gw, nc * F * G * u);
-        TAKE(gu, nc * u * G * u);
-        TAKE(gb, nc * 2 * G * u);
-        TAKE(gbpack, nc * (G + 1) * sb);
-        TAKE(gapack, nc * ga);
     }
 #undef TAKE
     return off;
@@ -238,6 +230,10 @@ static void pack_weights(const fd_rnn_desc *d, const rnn_ws *L, const float *W,
     const int NR = fd_kt->gemm.nr;
     const int gru = d->cell == FD_RNN_GRU, ra = d->reset_after;
     if (backward) {
+        if (!d->n_rec_masks && !gru) {   /* Uᵀ: (G·u) × u, op(B)(p, j) = U[j, p] */
+            pack_b(0, Gu, Gu, u, U, 1, Gu, NR, L->bpack);
+            return;
+        }
         for (int64_t g = 0; g < G; g++)   /* op(B)(p, j) = U[j, g*u + p] */
             pack_b(0, u, u, u, U + g * u, 1, Gu, NR, L->bpack + g * L->bstride);
         return;
@@ -415,66 +411,6 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
 }
 
 /* ----------------------------------------------------------------- backward */
-/* The weight gradients of step s for a chunk, while dz_t is in cache: dW += x_tᵀ·dz_t,
- * dU += h̃_{t-1}ᵀ·dz_t, db += colsum(dz_t), into the chunk's partial sums (added in chunk
- * order after the loop: the same bits for any thread count). */
-static void pack_at(int64_t mm, int64_t k, const float *X, int64_t ldx, int MR, float *dst)
-{
-    for (int64_t r = 0; r * MR < mm; r++) {
-        float *d = dst + r * k * MR;
-        const int64_t i0 = r * MR, w = mm - i0 < MR ? mm - i0 : MR;
-        for (int64_t p = 0; p < k; p++) {
-            const float *x = X + p * ldx + i0;
-            for (int64_t i = 0; i < w; i++) d[p * MR + i] = x[i];
-            for (int64_t i = w; i < MR; i++) d[p * MR + i] = 0.0f;
-        }
-    }
-}
-
-static void grads_step(const fd_rnn_desc *d, const rnn_ws *L, int64_t chunk, int64_t s,
-                       int64_t b0, int64_t nr, const float *Gt, const float *Rt,
-                       const float *hp)
-{
-    const fd_gemm_params *P = &fd_kt->gemm;
-    const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell), Gu = G * u;
-    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
-    const int gru = d->cell == FD_RNN_GRU, ra = d->reset_after;
-    const int NR = P->nr, MR = P->mr;
-    const int64_t sb = L->gbslot;
-    float *bp = L->gbpack + chunk * (G + 1) * sb, *ap = L->gapack + chunk * L->gastride;
-    float *gw = L->gw + chunk * F * Gu, *gu = L->gu + chunk * u * Gu;
-    float *gb = L->gb + chunk * 2 * Gu;
-    for (int64_t g = 0; g < G; g++) pack_b(0, nr, nr, u, Gt + g * u, Gu, 1, NR, bp + g * sb);
-    if (gru && ra) pack_b(0, nr, nr, u, Rt, u, 1, NR, bp + G * sb);
-    for (int64_t g = 0; g < G; g++) {
-        if (g == 0 || Gi > 1)
-            pack_at(F, nr, L->xt + (Gi > 1 ? g : 0) * T * m * F + (s * m + b0) * F, F, MR, ap);
-        mgemm(P, F, u, nr, ap, nr, bp + g * sb, nr, 1.0f, gw + g * u, Gu);
-    }
-    if (s > 0) {
-        const float *last = NULL;
-        for (int64_t g = 0; g < G; g++) {
-            const float *H = Gr ? L->hd + ((g * T + s) * m + b0) * u : hp;
-            int64_t slot = g;
-            if (gru && g == 2) {
-                if (ra) slot = G;
-                else H = Rt;          /* A3 = r ⊙ h̃_{t-1}, times da */
-            }
-            if (H != last) pack_at(u, nr, H, u, MR, ap);
-            last = H;
-            mgemm(P, u, u, nr, ap, nr, bp + slot * sb, nr, 1.0f, gu + g * u, Gu);
-        }
-    }
-    for (int64_t r = 0; r < nr; r++) {
-        const float *FD_RESTRICT z = Gt + r * Gu;
-        for (int64_t j = 0; j < Gu; j++) gb[j] += z[j];
-        if (gru && ra) {
-            const float *FD_RESTRICT q = Rt + r * u;
-            for (int64_t j = 0; j < u; j++) gb[Gu + j] += q[j];
-        }
-    }
-}
-
 static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn_ws *L,
                            const float *dy, int64_t chunk, int64_t b0, int64_t b1)
 {
@@ -485,9 +421,6 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
     float *TMP = L->tmp + b0 * u;
     memset(DH, 0, (size_t)(nr * u) * sizeof(float));
     memset(DC, 0, (size_t)(nr * u) * sizeof(float));
-    memset(L->gw + chunk * d->F * Gu, 0, (size_t)(d->F * Gu) * sizeof(float));
-    memset(L->gu + chunk * u * Gu, 0, (size_t)(u * Gu) * sizeof(float));
-    memset(L->gb + chunk * 2 * Gu, 0, (size_t)(2 * Gu) * sizeof(float));
     for (int64_t s = T - 1; s >= 0; s--) {
         if (d->return_sequences) {
             for (int64_t r = 0; r < nr; r++) {
@@ -547,8 +480,13 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
                     memset(Gt + r * Gu + u, 0, (size_t)u * sizeof(float));
             }
         }
-        grads_step(d, L, chunk, s, b0, nr, Gt, Rt, hp);
-        if (s > 0) {
+        if (s > 0 && !Gr && cell != FD_RNN_GRU) {
+            /* dh_{t-1} += dz_t · Uᵀ, all gates in one pass (K = G·u) */
+            const fd_gemm_params *P = &fd_kt->gemm;
+            float *ap = L->apack + chunk * L->astride;
+            pack_a(nr, 0, Gu, Gu, Gt, Gu, NULL, NULL, P->mr, ap);
+            mgemm(P, nr, u, Gu, ap, Gu, L->bpack, Gu, 1.0f, DHP, u);
+        } else if (s > 0) {
             for (int64_t g = 0; g < G; g++) {
                 const float *src;
                 int64_t ld;
@@ -597,29 +535,49 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
         chunk_backward(d, K, &L, dy, c, b0, b1);
         fd_fp_exit(fpi);
     }
-    /* dW, dU, db: the chunks' partial sums, added in chunk order */
-    for (int64_t c = 0; c < nc; c++) {
-        const float *gw = L.gw + c * F * Gu, *gu = L.gu + c * u * Gu, *gb = L.gb + c * 2 * Gu;
-        if (c == 0) {
-            memcpy(dW, gw, (size_t)(F * Gu) * sizeof(float));
-            memcpy(dU, gu, (size_t)(u * Gu) * sizeof(float));
-        } else {
-            for (int64_t i = 0; i < F * Gu; i++) dW[i] += gw[i];
-            for (int64_t i = 0; i < u * Gu; i++) dU[i] += gu[i];
-        }
-        if (db) {
-            float *FD_RESTRICT o = db;
-            if (c == 0) for (int64_t j = 0; j < Gu; j++) o[j] = gb[j];
-            else for (int64_t j = 0; j < Gu; j++) o[j] += gb[j];
-            if (cell == FD_RNN_GRU && ra) {
-                float *FD_RESTRICT o2 = db + Gu + 2 * u;
-                if (c == 0) for (int64_t j = 0; j < u; j++) o2[j] = gb[Gu + j];
-                else for (int64_t j = 0; j < u; j++) o2[j] += gb[Gu + j];
+    /* dW, dU as GEMMs over all T·m rows (dz_t kept in gates; threads split the output,
+     * never the T·m sum: the same bits for any thread count); db = column sums in row
+     * order.  Before dx (which overwrites xt). */
+    if (Gi == 1)
+        gemm(1, 0, F, Gu, Tm, L.xt, F, L.gates, Gu, 0.0f, dW, Gu);
+    else
+        for (int64_t g = 0; g < G; g++)
+            gemm(1, 0, F, u, Tm, L.xt + g * Tm * F, F, L.gates + g * u, Gu, 0.0f, dW + g * u,
+                 Gu);
+    const int64_t Gr = d->n_rec_masks;
+    if (T < 2) {
+        memset(dU, 0, (size_t)(u * Gu) * sizeof(float));
+    } else if (!Gr && cell != FD_RNN_GRU) {   /* dU = [h_0..h_{T-2}]ᵀ · [dz_1..dz_{T-1}] */
+        gemm(1, 0, u, Gu, (T - 1) * m, L.hs, u, L.gates + m * Gu, Gu, 0.0f, dU, Gu);
+    } else {
+        for (int64_t g = 0; g < G; g++) {
+            const float *H = Gr ? L.hd + (g * T + 1) * m * u : L.hs;
+            const float *B = L.gates + m * Gu + g * u;
+            int64_t ldb = Gu;
+            if (cell == FD_RNN_GRU && g == 2) {
+                if (ra) { B = L.rh + m * u; ldb = u; }   /* d rh against h̃_{t-1}   */
+                else H = L.rh + m * u;                    /* A3 = r ⊙ h̃_{t-1}, da   */
             }
+            gemm(1, 0, u, u, (T - 1) * m, H, u, B, ldb, 0.0f, dU + g * u, Gu);
         }
     }
-    if (db && cell == FD_RNN_GRU && ra)
-        for (int64_t j = 0; j < 2 * u; j++) db[Gu + j] = db[j];
+    if (db) {
+        for (int64_t j = 0; j < Gu; j++) db[j] = 0.0f;
+        for (int64_t i = 0; i < Tm; i++) {
+            const float *FD_RESTRICT z = L.gates + i * Gu;
+            float *FD_RESTRICT o = db;
+            for (int64_t j = 0; j < Gu; j++) o[j] += z[j];
+        }
+        if (cell == FD_RNN_GRU && ra) {
+            float *FD_RESTRICT o2 = db + Gu + 2 * u;
+            for (int64_t j = 0; j < u; j++) o2[j] = 0.0f;
+            for (int64_t i = 0; i < Tm; i++) {
+                const float *FD_RESTRICT q = L.rh + i * u;
+                for (int64_t j = 0; j < u; j++) o2[j] += q[j];
+            }
+            for (int64_t j = 0; j < 2 * u; j++) db[Gu + j] = db[j];
+        }
+    }
     if (dx) {
         if (Gi == 1)
             gemm(0, 1, Tm, F, Gu, L.gates, Gu, W, Gu, 0.0f, L.xt, F);
