@@ -352,6 +352,24 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
     }
 }
 
+/* One chunk of rows through the whole time loop: a job of fd_parallel (our pool, the same
+ * one the GEMMs after the loop use: no second team of spinning OpenMP workers competing
+ * with it for the cores).  Helpers run in the caller's floating-point mode. */
+typedef struct {
+    const fd_rnn_desc *d;
+    const fd_rnn_gates *K;
+    const rnn_ws *L;
+    const float *bias, *dy;
+    int64_t rows;
+} rnn_job;
+
+static void forward_chunk(void *ctx, int64_t c)
+{
+    const rnn_job *J = ctx;
+    const int64_t b0 = c * J->rows, b1 = b0 + J->rows < J->d->m ? b0 + J->rows : J->d->m;
+    chunk_forward(J->d, J->K, J->L, J->bias, c, b0, b1);
+}
+
 int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const float *U,
                    const float *bias, float *y, float *ws)
 {
@@ -391,13 +409,8 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
     chunking(m, &nc, &rows);
     int nt = fd_get_num_threads();
     if (nt > nc) nt = (int)nc;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t c = 0; c < nc; c++) {
-        unsigned fpi = fd_fp_enter();
-        const int64_t b0 = c * rows, b1 = b0 + rows < m ? b0 + rows : m;
-        chunk_forward(d, K, &L, bias, c, b0, b1);
-        fd_fp_exit(fpi);
-    }
+    rnn_job J = {d, K, &L, bias, NULL, rows};
+    fd_parallel(nt, nc, forward_chunk, &J);
     /* 6. output */
     if (d->return_sequences) {
         for (int64_t b = 0; b < m; b++)
@@ -511,6 +524,13 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
     }
 }
 
+static void backward_chunk(void *ctx, int64_t c)
+{
+    const rnn_job *J = ctx;
+    const int64_t b0 = c * J->rows, b1 = b0 + J->rows < J->d->m ? b0 + J->rows : J->d->m;
+    chunk_backward(J->d, J->K, J->L, J->dy, c, b0, b1);
+}
+
 int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const float *dy,
                     float *dx, float *dW, float *dU, float *db, float *ws)
 {
@@ -528,13 +548,8 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
     pack_weights(d, &L, W, U, NULL, 1);
     int nt = fd_get_num_threads();
     if (nt > nc) nt = (int)nc;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t c = 0; c < nc; c++) {
-        unsigned fpi = fd_fp_enter();
-        const int64_t b0 = c * rows, b1 = b0 + rows < m ? b0 + rows : m;
-        chunk_backward(d, K, &L, dy, c, b0, b1);
-        fd_fp_exit(fpi);
-    }
+    rnn_job J = {d, K, &L, NULL, dy, rows};
+    fd_parallel(nt, nc, backward_chunk, &J);
     /* dW, dU as GEMMs over all T·m rows (dz_t kept in gates; threads split the output,
      * never the T·m sum: the same bits for any thread count); db = column sums in row
      * order.  Before dx (which overwrites xt). */
