@@ -580,6 +580,7 @@ def test_keras_forward_equality():
     np.testing.assert_allclose(yf, yk, atol=2e-6)
 
 
+@pytest.mark.filterwarnings("ignore:set_num_threads")
 @pytest.mark.parametrize("cell", ["lstm", "gru", "gru_rb", "simple"])
 @pytest.mark.parametrize("rate", [0.0, 0.3])
 def test_training_bitwise_equal_for_any_thread_count(isa, threads, cell, rate):
