@@ -468,12 +468,17 @@ def test_refusals(tmp_path):
 
 
 class _Custom(Layer):
+    """A user's layer (runs in fastdrop, unknown to the exporter)."""
     kind = "my_custom"
+
+    def make_stage(self):
+        from fastdrop.engine.stage import IdentityStage
+        return IdentityStage([self])
 
 
 def test_unknown_layer_is_refused_by_name(tmp_path):
-    m = Sequential([Input((4,)), Dense(2)], seed=31)
-    m._layers.append(_Custom(name="mine"))       # as a user's layer subclass would sit
+    m = Sequential([Input((4,)), Dense(2), _Custom(name="mine")], seed=31)
+    m.predict(np.ones((1, 4), np.float32))
     with pytest.raises(NotImplementedError, match="'mine'.*_Custom"):
         m.export(str(tmp_path / "m.onnx"))
     assert not list(tmp_path.iterdir())
