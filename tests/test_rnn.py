@@ -603,3 +603,17 @@ def test_training_bitwise_equal_for_any_thread_count(isa, threads, cell, rate):
         model.fit(x, y, batch_size=150, epochs=2, shuffle=False, verbose=0)
         got.append(np.concatenate([w.ravel() for w in model.get_weights()]))
     assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], got[2])
+
+
+def test_mc_predict_keeps_the_sequence_mask_of_the_prefix():
+    """predict(x, mc_samples=T) runs the deterministic prefix once and the noisy rest on
+    tiled rows: the prefix's sequence mask (Embedding(mask_zero=True)) must reach the
+    tiled passes.  With a vanishing dropout rate MC equals predict, padding included."""
+    from fastdrop.layers import Dense, Dropout, Input
+    from fastdrop.models import Sequential
+    x = np.array([[0, 0, 0, 2, 8], [4, 6, 0, 0, 0], [1, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    for noisy in (lambda: [GRU(6, dropout=1e-7)], lambda: [Dropout(1e-7), LSTM(6)]):
+        m = Sequential([Input((5,)), Embedding(10, 4, mask_zero=True)] + noisy() +
+                       [Dense(3)], seed=0)
+        mean, std = m.predict(x, mc_samples=3, batch_size=3)
+        np.testing.assert_allclose(mean, m.predict(x), rtol=1e-5, atol=1e-7)

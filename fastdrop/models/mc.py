@@ -66,12 +66,14 @@ def _mc_moments(model, x, mc_samples, seed, batch_size):
         hi = min(lo + m_chunk, n)
         m = hi - lo
         rows = T * m
-        h = model._forward(Context(INFER, m), x[lo:hi], prefix)
+        h, mask = model._forward(Context(INFER, m), x[lo:hi], prefix, want_mask=True)
         H = tiled[:rows]
         H.reshape((T, m) + tuple(mid_shape))[...] = h
+        if mask is not None:   # a sequence mask from the prefix (Embedding(mask_zero=True))
+            mask = np.tile(np.asarray(mask, bool), (T,) + (1,) * (mask.ndim - 1))
         ctx = Context(MC, rows, seed=seed, passes=T, offset=lo)
         ctx.tiled = True
-        out = model._forward(ctx, H, rest) if rest else H
+        out = model._forward(ctx, H, rest, mask=mask) if rest else H
         P = model._apply_head(out.reshape(rows, -1), probs[:rows]).reshape(T, m, c)
         P64 = P.astype(np.float64)
         mu = P64.mean(0)

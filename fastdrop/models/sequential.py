@@ -431,6 +431,23 @@ class Sequential(Trainer):
         with self._lock:
             save_model(self, filepath)
 
+    def export(self, filepath, format="onnx", mc_dropout=False, opset=17, verbose=None):
+        """Export the model for serving elsewhere (Keras 3's ``Model.export`` spelling).
+
+        format='onnx' (the only one): an ONNX file (opset >= 17, dynamic batch axis, input
+        ``"input"``, output ``"output"`` equal to ``predict``), written with the ``onnx``
+        package (``pip install "fastdrop-engine[onnx]"``).  ``mc_dropout=True`` keeps
+        Monte Carlo dropout: every run of the exported model draws new masks (one MC pass
+        of ``predict(x, mc_samples=T)``).  See ``fastdrop.io.onnx``.  ``verbose`` is
+        accepted for Keras compatibility and ignored."""
+        if not isinstance(format, str) or format.lower() != "onnx":
+            raise NotImplementedError(
+                f"export format {format!r} is not supported; fastdrop exports format='onnx' "
+                "(save fastdrop's own format with model.save)")
+        from ..io.onnx import export_onnx
+        with self._lock:
+            return export_onnx(self, filepath, mc_dropout=mc_dropout, opset=opset)
+
     def save_weights(self, filepath):
         """Save the weights (and state variables) only, atomically, in fastdrop's own
         format; ``load_weights`` reads them into a model of the same architecture."""

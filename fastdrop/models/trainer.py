@@ -108,19 +108,21 @@ class Trainer(Inputs):
         return f
 
     # ------------------------------------------------------------------ compute
-    def _forward(self, ctx, x, stages=None):
+    def _forward(self, ctx, x, stages=None, mask=None, want_mask=False):
+        """Run ``stages`` (default: all) on x.  ``mask``: the sequence mask entering the
+        first stage; ``want_mask``: return (output, the sequence mask after the last
+        stage) — the MC loop carries a prefix's mask into the tiled passes."""
         h = x
-        if stages is None and self._plain:
+        if stages is None and self._plain and mask is None:
             for s in self._stages:
                 h = s.forward(ctx, h)
-            return h
-        mask = None
+            return (h, None) if want_mask else h
         for s in self._stages if stages is None else stages:
             ctx.seq_mask = mask
             h = s.forward(ctx, h)
             mask = s.mask_out(ctx, mask)
             ctx.tiled = False
-        return h
+        return (h, mask) if want_mask else h
 
     def _backward(self, ctx, d):
         f = self._first_trainable
