@@ -1576,6 +1576,7 @@ def _layer_out(layer, in_shape):
             cfg["noise_shape"] = None
     elif isinstance(layer, L.SpatialDropout2D):
         cfg.update(rate=layer.rate, seed=layer.seed, data_format="channels_last")
+        cfg.pop("trainable")              # Keras's SpatialDropout2D takes no trainable=
     elif isinstance(layer, L.Flatten):
         cfg.update(data_format="channels_last")
     elif isinstance(layer, L.Reshape):
