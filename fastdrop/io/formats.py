@@ -17,10 +17,7 @@ H5_EXTS = (".h5", ".hdf5")
 
 
 def _native():
-    try:
-        from . import native
-    except ImportError:          # before the layout change: fastdrop/io/saving.py
-        from . import saving as native
+    from . import native
     return native
 
 
