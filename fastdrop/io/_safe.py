@@ -66,7 +66,7 @@ class Archive:
         except zipfile.BadZipFile as e:
             raise bad(path, f"not a valid zip archive ({e}); the file may be truncated or "
                             "damaged") from None
-        except (OSError, EOFError, ValueError) as e:
+        except (OSError, EOFError, ValueError, NotImplementedError, struct.error) as e:
             raise bad(path, f"cannot read the zip archive: {e}") from None
         if len(infos) > MAX_MEMBERS:
             raise bad(path, f"the archive has {len(infos)} members (at most {MAX_MEMBERS})")
@@ -119,7 +119,7 @@ class Archive:
                     chunks.append(block)
         except zipfile.BadZipFile as e:
             raise bad(self.path, f"archive member {name!r} is damaged ({e})") from None
-        except (OSError, EOFError, zlib.error) as e:
+        except (OSError, EOFError, zlib.error, NotImplementedError, struct.error) as e:
             raise bad(self.path, f"archive member {name!r} cannot be read ({e}); the file "
                                  "may be truncated") from None
         if got != info.file_size:

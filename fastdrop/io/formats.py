@@ -27,7 +27,7 @@ def detect_format(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{path!r} is a directory, not a model file")
+        raise _safe.bad(path, "a directory, not a model file")
     head = _safe.file_head(path)
     if not head:
         raise _safe.bad(path, "the file is empty")
@@ -46,8 +46,13 @@ def detect_format(path):
 
 
 def load(path):
-    """The model saved at ``path``: fastdrop's own format, Keras ``.keras`` or ``.h5``."""
-    kind = detect_format(path)
+    """The model saved at ``path``: fastdrop's own format, Keras ``.keras`` or ``.h5``.
+    A file that is neither Keras format goes to fastdrop's own loader, whose errors say
+    what is wrong with it."""
+    try:
+        kind = detect_format(path)
+    except (ValueError, OSError):
+        kind = "fdm"
     if kind == "fdm":
         return _native().load_model(path)
     from . import keras
