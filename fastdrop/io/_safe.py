@@ -22,8 +22,17 @@ MAX_TOTAL = 1 << 37
 MAX_MEMBERS = 10000
 
 
+class UnsafeFile(ValueError):
+    """A file refused for what it would do to the reader (an archive member leaving the
+    archive, a decompression bomb, ...), not merely for being damaged."""
+
+
 def bad(path, why):
     return ValueError(f"{path!r}: {why}")
+
+
+def unsafe(path, why):
+    return UnsafeFile(f"{path!r}: {why}")
 
 
 def file_head(path, n=2048):
@@ -51,7 +60,7 @@ def _check_name(path, name):
     n = name.replace("\\", "/")
     if not n or n.startswith("/") or (len(n) > 1 and n[1] == ":") or \
             any(part == ".." for part in n.split("/")) or "\x00" in n:
-        raise bad(path, f"archive member name {name!r} is absolute or leaves the archive "
+        raise unsafe(path, f"archive member name {name!r} is absolute or leaves the archive "
                         "('..'); refusing the file")
 
 
@@ -69,27 +78,27 @@ class Archive:
         except (OSError, EOFError, ValueError, NotImplementedError, struct.error) as e:
             raise bad(path, f"cannot read the zip archive: {e}") from None
         if len(infos) > MAX_MEMBERS:
-            raise bad(path, f"the archive has {len(infos)} members (at most {MAX_MEMBERS})")
+            raise unsafe(path, f"the archive has {len(infos)} members (at most {MAX_MEMBERS})")
         seen = set()
         total = 0
         for info in infos:
             _check_name(path, info.filename)
             if info.filename in seen:
-                raise bad(path, f"archive member {info.filename!r} appears twice")
+                raise unsafe(path, f"archive member {info.filename!r} appears twice")
             seen.add(info.filename)
             if info.flag_bits & 0x1:
-                raise bad(path, f"archive member {info.filename!r} is encrypted")
+                raise unsafe(path, f"archive member {info.filename!r} is encrypted")
             if info.file_size > MAX_MEMBER:
-                raise bad(path, f"archive member {info.filename!r} declares "
+                raise unsafe(path, f"archive member {info.filename!r} declares "
                                 f"{info.file_size} bytes (more than {MAX_MEMBER})")
             if info.file_size > RATIO_FLOOR and \
                     info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                raise bad(path, f"archive member {info.filename!r} declares {info.file_size} "
+                raise unsafe(path, f"archive member {info.filename!r} declares {info.file_size} "
                                 f"bytes stored in {info.compress_size}: a decompression "
                                 "bomb; refusing the file")
             total += info.file_size
         if total > MAX_TOTAL:
-            raise bad(path, f"the archive declares {total} bytes in all (more than "
+            raise unsafe(path, f"the archive declares {total} bytes in all (more than "
                             f"{MAX_TOTAL})")
         self.names = [i.filename for i in infos]
 
@@ -114,7 +123,7 @@ class Archive:
                         break
                     got += len(block)
                     if got > cap:
-                        raise bad(self.path, f"archive member {name!r} holds more bytes than "
+                        raise unsafe(self.path, f"archive member {name!r} holds more bytes than "
                                              "it declares: a decompression bomb")
                     chunks.append(block)
         except zipfile.BadZipFile as e:

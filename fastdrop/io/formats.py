@@ -51,6 +51,10 @@ def load(path):
     what is wrong with it."""
     try:
         kind = detect_format(path)
+    except _safe.UnsafeFile as e:
+        why = str(e)[len(repr(os.fspath(path))) + 2:]
+        raise _safe.UnsafeFile(f"{os.fspath(path)!r} is not a valid fastdrop model file (nor a "
+                               f"Keras one): {why}") from None
     except (ValueError, OSError):
         kind = "fdm"
     if kind == "fdm":
