@@ -1,4 +1,5 @@
-"""Command line: ``fastdrop train | info | bench | tune`` (or ``python -m fastdrop ...``).
+"""Command line: ``fastdrop train | info | bench | convert | tune`` (or ``python -m fastdrop
+...``).
 
 Every bad argument is an argparse error (usage + one line, exit status 2, no traceback);
 a data set that cannot be found or downloaded is a one-line error (exit status 1) that
@@ -199,6 +200,45 @@ def cmd_train(args):
     return 0
 
 
+CONVERT_EXTS = (".keras", ".h5", ".hdf5", ".fdm", ".onnx")
+
+
+def cmd_convert(args):
+    """``convert IN OUT``: IN read by its content (fastdrop .fdm, Keras .keras / .h5), OUT
+    written by its extension."""
+    p = args._parser
+    src, dst = args.input, args.output
+    out_ext = os.path.splitext(dst)[1].lower()
+    if out_ext not in CONVERT_EXTS:
+        p.error(f"OUT must end in one of {', '.join(CONVERT_EXTS)}, got {dst!r}")
+    if args.mc_dropout and out_ext != ".onnx":
+        p.error("--mc-dropout applies to an .onnx output only")
+    if not os.path.isfile(src):
+        p.error(f"IN {src!r} is not a file")
+    if os.path.abspath(src) == os.path.abspath(dst):
+        p.error("IN and OUT are the same file")
+    from ..io import formats
+    try:
+        model = formats.load(src)
+        if out_ext == ".onnx":
+            try:
+                from ..io.onnx import export_onnx
+            except ImportError as e:
+                raise ImportError(f"ONNX export is not available in this build ({e})") \
+                    from None
+            export_onnx(model, dst, mc_dropout=args.mc_dropout)
+        elif out_ext == ".fdm":
+            from ..io import native
+            native.save_model(model, dst)
+        else:
+            formats.save(model, dst)
+    except (ValueError, NotImplementedError, ImportError, OSError) as e:
+        print(f"fastdrop convert: {e}", file=sys.stderr)
+        return 1
+    print(f"{src} -> {dst} ({type(model).__name__} of {len(model.layers)} layers)")
+    return 0
+
+
 def cmd_bench(args):
     from .. import _bench
     return _bench.main(args)
@@ -297,6 +337,19 @@ def build_parser(prog=None):
                    help="kernel threads (0: all cores)")
     b.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     b.set_defaults(func=cmd_bench)
+    c = sub.add_parser("convert", formatter_class=_Formatter,
+                       help="convert a model between .keras, .h5, .fdm and .onnx",
+                       description="Convert a model file.  IN is read by its content "
+                                   "(fastdrop .fdm, Keras .keras or .h5); OUT is written in "
+                                   "the format of its extension: .keras, .h5, .fdm or "
+                                   ".onnx.")
+    c.add_argument("input", metavar="IN", help="the model file to read")
+    c.add_argument("output", metavar="OUT", help="the file to write (.keras, .h5, .fdm, "
+                                                 ".onnx)")
+    c.add_argument("--mc-dropout", action="store_true",
+                   help="ONNX only: keep dropout on, drawing new masks on every run "
+                        "(Monte Carlo dropout)")
+    c.set_defaults(func=cmd_convert, _parser=c)
     from .tune import add_parser as add_tune_parser
     _harden_tune_parser(add_tune_parser(sub, func=cmd_tune))
     return p

@@ -207,7 +207,7 @@ def _declared_sizes(layers, input_shape):
                 ns += v.size
             else:
                 nw += v.size
-            spec.append([layer.name, v.name, list(v.shape), "state" if v.state else "weight"])
+            spec.append([v.layer.name, v.name, list(v.shape), "state" if v.state else "weight"])
             if nw + ns > _MAX_PARAMS:
                 raise ValueError(f"the architecture declares over {_MAX_PARAMS} parameters")
     for layer in layers:   # built again, for real, by the model

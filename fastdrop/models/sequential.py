@@ -426,10 +426,12 @@ class Sequential(Trainer):
     # ------------------------------------------------------------------- saving
     def save(self, filepath):
         """Save config, weights, state, optimizer state and step counter to ``filepath``
-        atomically (temporary file + rename).  No pickle is used."""
-        from ..io.native import save_model
+        atomically (temporary file + rename).  No pickle is used.  The file name picks the
+        format: ``.keras`` a Keras 3 archive, ``.h5`` a legacy Keras HDF5 file (both open in
+        ``keras.models.load_model``), any other name fastdrop's own format (``.fdm``)."""
+        from ..io.formats import save
         with self._lock:
-            save_model(self, filepath)
+            save(self, filepath)
 
     def export(self, filepath, format="onnx", mc_dropout=False, opset=17, verbose=None):
         """Export the model for serving elsewhere (Keras 3's ``Model.export`` spelling).
@@ -481,9 +483,11 @@ class Sequential(Trainer):
 
 
 def load_model(filepath):
-    """Load a model saved by ``Sequential.save`` (ValueError on a corrupt, truncated or
-    foreign file; never unpickles).  Files of the previous format load too."""
-    from ..io.native import load_model as _load
+    """Load a model saved by ``Sequential.save``, or a Keras ``.keras`` / ``.h5`` model
+    (a Sequential or single-chain Functional model), the format told by the file's content
+    (ValueError on a corrupt, truncated or foreign file; never unpickles).  Files of the
+    previous fastdrop format load too."""
+    from ..io.formats import load as _load
     return _load(filepath)
 
 
