@@ -17,7 +17,10 @@ import pytest
 h5py = pytest.importorskip("h5py")
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "keras")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the fastdrop this test process imported (a checkout built in place or an installed wheel;
+# the source tree beside an installed wheel has no compiled extension)
+import fastdrop  # noqa: E402
+_FD_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastdrop.__file__)))
 
 
 def _zip(members, compression=zipfile.ZIP_STORED):
@@ -150,7 +153,7 @@ def test_bad_files_clear_errors_in_a_subprocess(tmp_path):
     work.mkdir()
     tmpd.mkdir()
     env = dict(os.environ, TMPDIR=str(tmpd),
-               PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")]
+               PYTHONPATH=os.pathsep.join([_FD_ROOT] + [p for p in [os.environ.get("PYTHONPATH")]
                                                      if p]))
     r = subprocess.run([sys.executable, "-c", _RUNNER, *paths.values()], cwd=work, env=env,
                        capture_output=True, text=True, timeout=600)

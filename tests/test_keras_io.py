@@ -227,10 +227,17 @@ def test_save_onnx_name_points_to_export(tmp_path):
 # ------------------------------------------------------------------ CLI
 def _cli(*args, cwd=None):
     env = dict(os.environ)
+    # the fastdrop this test process imported (a checkout built in place, or an installed
+    # wheel: the source tree of a wheel test run has no compiled extension)
+    import fastdrop
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))] + [p for p in [env.get("PYTHONPATH")] if p])
+        os.path.abspath(fastdrop.__file__)))] + [p for p in [env.get("PYTHONPATH")] if p])
+    # `python -m` puts the working directory first on sys.path: run outside the checkout so
+    # that a source tree without its extension never shadows the fastdrop under test
+    import tempfile
     return subprocess.run([sys.executable, "-m", "fastdrop", "convert", *args],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+                          capture_output=True, text=True, cwd=cwd or tempfile.gettempdir(),
+                          env=env, timeout=300)
 
 
 def test_cli_convert(tmp_path):
