@@ -75,3 +75,34 @@ def fd_check(model, x, y, step=3, eps=3e-3, rtol=3e-2, atol=2e-3, max_params=60)
         num = (float(lp) - float(lm)) / (2 * eps)
         assert g[i] == pytest.approx(num, rel=rtol, abs=atol), f"parameter {i}"
     loss_at(flat)
+
+
+# ------------------------------------------------------------ the source tree
+import os as _os
+
+#: the checkout these tests sit in (tests/..)
+SOURCE_ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+
+
+def source_tree_reason(*relpaths, root=SOURCE_ROOT):
+    """Why a test that reads the source tree (README.md, pyproject.toml, setup.py, csrc/,
+    fastdrop/*.py) cannot run, or None when it can: the fastdrop under test must be the
+    one in ``root`` (not an installed wheel with the tests beside it) and every path must
+    exist there."""
+    import fastdrop
+    pkg = _os.path.realpath(_os.path.dirname(_os.path.abspath(fastdrop.__file__)))
+    base = _os.path.realpath(root)
+    if _os.path.commonpath([pkg, base]) != base:
+        return (f"reads the source tree, but the fastdrop under test ({pkg}) is not the one "
+                f"in {base} (an installed wheel)")
+    for p in relpaths:
+        if not _os.path.exists(_os.path.join(root, p)):
+            return f"reads the source tree, but {p} is not in {root}"
+    return None
+
+
+def needs_source_tree(*relpaths, root=SOURCE_ROOT):
+    """``@needs_source_tree('pyproject.toml', 'README.md')``: skip with the reason of
+    ``source_tree_reason``."""
+    reason = source_tree_reason(*relpaths, root=root)
+    return pytest.mark.skipif(reason is not None, reason=reason or "")

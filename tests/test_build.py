@@ -34,18 +34,25 @@ HAVE_TOOLS = shutil.which("gcc") is not None and shutil.which("objdump") is not 
 
 
 def _source_dir():
-    for d in (os.environ.get("FASTDROP_SOURCE_DIR"),
-              os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")):
-        if d and os.path.isfile(os.path.join(d, "setup.py")) and \
-                os.path.isfile(os.path.join(d, "csrc", "fastdrop.h")):
-            return os.path.abspath(d)
-    return None
+    """FASTDROP_SOURCE_DIR if set, else the checkout beside the tests when the fastdrop
+    under test is that checkout's (not an installed wheel): (dir or None, skip reason)."""
+    from helpers import source_tree_reason
+    d = os.environ.get("FASTDROP_SOURCE_DIR")
+    if d:
+        reason = None
+    else:
+        d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+        reason = source_tree_reason("setup.py", os.path.join("csrc", "fastdrop.h"), root=d)
+    if reason is None and not (os.path.isfile(os.path.join(d, "setup.py")) and
+                               os.path.isfile(os.path.join(d, "csrc", "fastdrop.h"))):
+        reason = f"source tree (csrc/, setup.py) not found in {d}"
+    return (None, reason) if reason else (os.path.abspath(d), None)
 
 
-SRC = _source_dir()
+SRC, _NO_SRC = _source_dir()
 needs_x86_tools = pytest.mark.skipif(not (X86_64 and HAVE_TOOLS),
                                      reason="needs gcc and objdump on x86-64")
-needs_source = pytest.mark.skipif(SRC is None, reason="source tree (csrc/, setup.py) not found")
+needs_source = pytest.mark.skipif(SRC is None, reason=_NO_SRC or "")
 
 # setup.py's flags as of this writing; replaced by the literals parsed out of setup.py
 # below whenever the source tree is present

@@ -11,6 +11,7 @@ import pytest
 import fastdrop
 from fastdrop import cli
 from fastdrop import datasets as ds
+from helpers import needs_source_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastdrop.__file__)))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout
@@ -198,6 +199,7 @@ def test_import_from_an_unbuilt_source_tree_says_how_to_build(tmp_path):
     assert "circular import" not in r.stderr
 
 
+@needs_source_tree("pyproject.toml", "README.md")
 def test_distribution_name_and_install_hints():
     import re
     text = open(os.path.join(REPO, "pyproject.toml")).read()

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from fastdrop import _core, kernels as K, reference as R
+from helpers import needs_source_tree
 
 EPS = 2.0 ** -23
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,6 +276,7 @@ def test_release_buffers_then_reuse(isa):
                     or not os.path.isfile(os.path.join(ROOT, "tools", "gemm_harness.c"))
                     or not os.path.isdir(os.path.join(ROOT, "csrc")),
                     reason="needs gcc and the source tree (csrc/, tools/gemm_harness.c)")
+@needs_source_tree("csrc", "tools/gemm_harness.c")
 def test_c_harness_check(tmp_path):
     """tools/gemm_harness.c `check`: padded lda/ldb/ldc (the Python API only passes
     contiguous arrays), untouched C padding, every ISA, 1 vs 2 threads bitwise."""

@@ -14,6 +14,7 @@ import pytest
 
 import fastdrop
 from fastdrop import _core, kernels as K
+from helpers import needs_source_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,6 +115,7 @@ def test_more_threads_than_cores_still_bitwise(threads):
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(ROOT, "setup.py")),
                     reason="source tree (setup.py) not found")
+@needs_source_tree("setup.py")
 def test_setup_py_disables_fp_contraction():
     with open(os.path.join(ROOT, "setup.py")) as f:
         assert '"-ffp-contract=off"' in f.read()
