@@ -466,9 +466,12 @@ class ProgressBar:
     def _line(self, step, samples, logs, final):
         dt = time.perf_counter() - self.t0
         width = 30
-        done = int(width * step / max(self.steps, 1))
-        bar = "=" * max(done - 1, 0) + (">" if done < width else "=") + "." * (width - done)
-        parts = [f"{step}/{self.steps} [{bar}]", f"{dt:.0f}s" if final else f"ETA {dt / max(step, 1) * (self.steps - step):.0f}s"]
+        if self.steps is None:      # a generator of unknown length, as Keras's Progbar
+            parts = [f"{step}/Unknown", f"{dt:.0f}s"]
+        else:
+            done = int(width * step / max(self.steps, 1))
+            bar = "=" * max(done - 1, 0) + (">" if done < width else "=") + "." * (width - done)
+            parts = [f"{step}/{self.steps} [{bar}]", f"{dt:.0f}s" if final else f"ETA {dt / max(step, 1) * (self.steps - step):.0f}s"]
         parts += [f"{k}: {v:.4f}" for k, v in logs.items() if k != "learning_rate"]
         parts.append(f"{samples / dt if dt > 0 else 0:,.0f} samples/s")
         return " - ".join(parts)
@@ -486,6 +489,8 @@ class ProgressBar:
     def epoch_end(self, step, samples, logs):
         if not self.verbose:
             return
+        if self.steps is None:
+            self.steps = step
         line = self._line(step, samples, logs, True)
         self.stream.write(("\r" + line + "\x1b[K\n") if self.tty else line + "\n")
         self.stream.flush()

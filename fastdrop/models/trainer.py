@@ -7,6 +7,7 @@ step: forward through the stages in TRAIN mode, the fused loss head on the logit
 backward stage by stage into the gradient block, one fused optimizer update.  MC dropout
 is the MC mode of the same forward pass.
 """
+import itertools
 import math
 import numbers
 import time
@@ -19,12 +20,18 @@ from .. import losses as _losses
 from .. import optimizers as _optimizers
 from .. import random as _random
 from ..engine import INFER, TRAIN, Context
+from . import data_adapters as _adapters
 from ._args import _int_arg
 from .inputs import Inputs
 
 
 class NonFiniteLossError(FloatingPointError):
     """Raised by ``fit`` when the loss becomes NaN or infinite."""
+
+
+_VAL_RAN_OUT = ("validation_data ran out of data: no val_ metrics this epoch. A Python "
+                "generator is read once: make it endless and give validation_steps, or use "
+                "a PyDataset or DataLoader")
 
 
 _ACCURACY = ("accuracy", "acc")
@@ -195,9 +202,14 @@ class Trainer(Inputs):
     # ---------------------------------------------------------------------- fit
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
-            sample_weight=None, initial_epoch=0, steps_per_epoch=None):
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None):
         """Train for ``epochs`` epochs; returns a ``History`` whose ``.history`` holds the
         per-epoch ``loss``, metrics and their ``val_`` versions.
+
+        x may also be a Python generator, a ``PyDataset``-style sequence or a torch
+        ``DataLoader`` of ``(x, y)`` / ``(x, y, sample_weight)`` batches (y and
+        sample_weight then not given), as ``validation_data`` may; ``steps_per_epoch`` and
+        ``validation_steps`` bound their epochs as in Keras (``fastdrop.models.data_adapters``).
 
         sample_weight (n,) and class_weight {class: weight} weight each sample's loss as
         Keras 3 does (the batch loss is the mean over the batch of weight × loss).
@@ -208,11 +220,29 @@ class Trainer(Inputs):
         with self._lock:
             return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
                              validation_data, shuffle, class_weight, sample_weight,
-                             initial_epoch, steps_per_epoch)
+                             initial_epoch, steps_per_epoch, validation_steps)
 
     def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
              validation_data, shuffle, class_weight, sample_weight, initial_epoch,
-             steps_per_epoch):
+             steps_per_epoch, validation_steps=None):
+        # a generator, PyDataset or DataLoader (data_adapters): its first batch goes through
+        # the array checks below; the loop reads every batch from `opened`, then `ep`
+        if _adapters.is_source(x):
+            self._require_compiled("fit", x, True)
+        src = _adapters.adapter(x, y, sample_weight, shuffle, "fit")
+        ep = opened = batches = None
+        if src is not None:
+            if validation_split:
+                raise ValueError(f"validation_split is only supported for arrays, not a "
+                                 f"{src.kind}: give validation_data")
+            ep, opened, (x, y, sample_weight) = _adapters.open_source(
+                self, src, steps_per_epoch, "fit", step_key=self._step)
+            shuffle, steps_per_epoch = False, None
+        vsrc = _adapters.adapter(validation_data, what="fit", arg="validation_data")
+        vep = None
+        if vsrc is not None:
+            vep = _adapters.EpochIterator(vsrc, validation_steps, self.seed, "validation_steps")
+            validation_data, validation_split = None, 0.0
         self._require_compiled("fit", x, y)
         batch_size = 32 if batch_size is None else _int_arg(batch_size, "batch_size")
         epochs = _int_arg(epochs, "epochs", minimum=0)
@@ -244,11 +274,15 @@ class Trainer(Inputs):
                 wv, w = w[-n_val:], w[:-n_val]
         else:
             xv = yv = None
+        if xv is not None and validation_steps is not None:
+            xv, yv, wv = _adapters.array_steps((xv, yv, wv), validation_steps, batch_size)
         n = x.shape[0]
         bs = min(batch_size, n)
         steps = (n + bs - 1) // bs
         if steps_per_epoch is not None:
             steps = min(steps, _int_arg(steps_per_epoch, "steps_per_epoch"))
+        if ep is not None:
+            steps = ep.num_batches      # None: unknown until the source runs out
         segments = self._prepare_training()
         self.optimizer.build(self._store.params.size)
         self._ensure(x.shape[1:], bs)
@@ -275,6 +309,12 @@ class Trainer(Inputs):
         has_penalty = bool(self._reg_vars)
         store = self._store
         for epoch in range(initial_epoch, epochs):
+            if ep is not None:
+                raw = opened if opened is not None else ep.epoch(self._step)
+                opened = None
+                if raw is None:         # a Python generator that has run out (warned)
+                    break
+                batches = _adapters.Batches(self, raw, src.kind, True, class_weight)
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
             bar.epoch_begin(epoch, epochs, steps)
@@ -289,13 +329,20 @@ class Trainer(Inputs):
             counts = [0] * len(metric_fns)
             seen = 0
             logs = {}
-            for b in range(steps):
+            for b in range(steps) if batches is None else itertools.count():
+                if batches is not None:
+                    batch = next(batches, None)
+                    if batch is None:
+                        break
                 for cb in cbs:
                     cb.on_train_batch_begin(b)
                 lo, hi = b * bs, min((b + 1) * bs, n)
                 m = hi - lo
                 wb = None
-                if order is not None:
+                if batches is not None:
+                    xb, yb, wb = batch
+                    m = xb.shape[0]
+                elif order is not None:
                     idx = order[lo:hi]
                     xb = np.take(x, idx, axis=0, out=xbuf[:m])
                     yb = np.take(y, idx, axis=0, out=ybuf[:m])
@@ -333,18 +380,26 @@ class Trainer(Inputs):
                     cb.on_train_batch_end(b, logs)
                 if self.stop_training:
                     break
-            if xv is not None:
-                vals = self._evaluate_arrays(xv, yv, wv, max(bs, 256), metric_fns)
+            if batches is not None:
+                batches.close()         # the source's on_epoch_end (also after a stop)
+            vb = None if vep is None else vep.epoch(ran_out=_VAL_RAN_OUT)
+            if xv is not None or vb is not None:
+                vals = self._evaluate_arrays(
+                    xv, yv, wv, max(bs, 256), metric_fns,
+                    batches=None if vb is None else _adapters.Batches(self, vb, vsrc.kind, True))
                 logs["val_loss"] = vals["loss"]
                 for name, _ in metric_fns:
                     logs["val_" + name] = vals[name]
-            bar.epoch_end(steps, seen, logs)
+            bar.epoch_end(steps if ep is None else ep.steps_done, seen, logs)
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
                 break
         for cb in cbs:
             cb.on_train_end()
+        for a in (src, vsrc):
+            if a is not None:
+                a.close()
         return history
 
     def _restore_if_nonfinite(self, snapshot):
@@ -358,23 +413,32 @@ class Trainer(Inputs):
             self._step = step
 
     # ------------------------------------------------------------ evaluate/predict
-    def _evaluate_arrays(self, x, y, w, batch_size, metric_fns):
-        n = x.shape[0]
-        bs = min(batch_size, n)
-        self._ensure(x.shape[1:], bs)
+    def _evaluate_arrays(self, x, y, w, batch_size, metric_fns, batches=None):
+        """Loss and metrics over x, y, w in batches of batch_size rows, or over
+        ``batches`` of converted (x, y, w) (a generator's, PyDataset's or DataLoader's:
+        ``data_adapters.Batches``)."""
+        if batches is None:
+            n = x.shape[0]
+            bs = min(batch_size, n)
+            self._ensure(x.shape[1:], bs)
+            batches = ((x[lo:lo + bs], y[lo:lo + bs], None if w is None else w[lo:lo + bs])
+                       for lo in range(0, n, bs))
+        n = 0
         total = 0.0
         sums = [0.0] * len(metric_fns)
         counts = [0] * len(metric_fns)
-        for lo in range(0, n, bs):
-            hi = min(lo + bs, n)
-            m = hi - lo
-            out = self._forward(Context(INFER, m), x[lo:hi])
+        for xb, yb, wb in batches:
+            m = xb.shape[0]
+            n += m
+            out = self._forward(Context(INFER, m), xb)
             z = out.reshape(m, -1)
-            total += self.loss.sum_loss(z, y[lo:hi], None if w is None else w[lo:hi])
+            total += self.loss.sum_loss(z, yb, wb)
             for k, (_, f) in enumerate(metric_fns):
-                s_, c_ = f(None, z, y[lo:hi])
+                s_, c_ = f(None, z, yb)
                 sums[k] += s_
                 counts[k] += c_
+        if n == 0:
+            raise ValueError("no batches to evaluate")
         store = self._store
         reg = [v for v in store.weight_vars if v.regularizer is not None]
         loss = total / n + sum(v.regularizer(v.value) for v in reg)
@@ -384,29 +448,45 @@ class Trainer(Inputs):
         return res
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
-                 return_dict=False):
+                 return_dict=False, steps=None):
         """Loss (and metrics when compiled with them) on (x, y), in inference mode.
         Returns ``loss`` or ``[loss, *metrics]`` as Keras does (a dict with
         ``return_dict=True``).  batch_size: rows per forward pass (default 32; the result
-        does not depend on it)."""
+        does not depend on it).  x may be a generator, ``PyDataset`` or torch
+        ``DataLoader`` of (x, y[, sample_weight]) batches; steps: evaluate that many
+        batches only (as Keras)."""
         with self._lock:
+            if _adapters.is_source(x):
+                self._require_compiled("evaluate", x, True)
+            src = _adapters.adapter(x, y, sample_weight, what="evaluate")
+            batches = None
+            if src is not None:
+                _, raw, (x, y, sample_weight) = _adapters.open_source(self, src, steps,
+                                                                      "evaluate", "steps")
             self._require_compiled("evaluate", x, y)
             batch_size = 32 if batch_size is None else _int_arg(batch_size, "batch_size")
             if verbose not in (0, 1, 2, "auto"):
                 raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
             x, y, w = self._inputs(x, y, sample_weight)
+            if src is not None:
+                batches = _adapters.Batches(self, raw, src.kind, True)
+            else:
+                x, y, w = _adapters.array_steps((x, y, w), steps, batch_size)
             t0 = time.perf_counter()
-            res = self._evaluate_arrays(x, y, w, batch_size, self._metric_fns())
+            res = self._evaluate_arrays(x, y, w, batch_size, self._metric_fns(), batches=batches)
+            if src is not None:
+                src.close()
             if verbose and verbose != "auto":
                 dt = time.perf_counter() - t0
                 extra = "".join(f" - {k}: {v:.4f}" for k, v in res.items() if k != "loss")
-                print(f"{x.shape[0]} samples - {dt:.2f}s - loss: {res['loss']:.4f}{extra}")
+                n = x.shape[0] if batches is None else batches.samples
+                print(f"{n} samples - {dt:.2f}s - loss: {res['loss']:.4f}{extra}")
             if return_dict:
                 return res
             vals = list(res.values())
             return vals if len(vals) > 1 else vals[0]
 
-    def predict(self, x, batch_size=None, verbose=0, mc_samples=None, seed=None):
+    def predict(self, x, batch_size=None, verbose=0, mc_samples=None, seed=None, steps=None):
         """Outputs for x in inference mode (dropout off), float32 (n, *output shape):
         what the last layer outputs (class probabilities after a final softmax).
 
@@ -416,6 +496,10 @@ class Trainer(Inputs):
         makes the passes reproducible (default: fresh randomness); the result does not
         depend on ``batch_size`` or on the other samples in x.  See
         ``fastdrop.uncertainty`` for predictive entropy and mutual information.
+
+        x may be a generator, ``PyDataset`` or torch ``DataLoader`` of ``x`` / ``(x, ...)``
+        batches (outputs concatenated; MC keys each sample by its running index, so the
+        result equals that of the concatenated arrays); steps: that many batches only.
         """
         if (mc_samples is None and batch_size is None and type(x) is np.ndarray
                 and x.dtype == np.float32 and x.flags.c_contiguous and self.built
@@ -432,10 +516,14 @@ class Trainer(Inputs):
                         return out
                     return self._apply_head(h)
         with self._lock:
+            if steps is not None and not _adapters.is_source(x):
+                x = _adapters.array_steps((np.asarray(x),), steps, batch_size or 32)[0]
             if mc_samples is not None:
                 from .mc import _mc_moments
-                mean, m2, _ = _mc_moments(self, x, mc_samples, seed, batch_size)
+                mean, m2, _ = _mc_moments(self, x, mc_samples, seed, batch_size, steps=steps)
                 return mean, np.sqrt(m2)
+            if _adapters.is_source(x):
+                return _adapters.predict(self, x, batch_size, steps)
             return self._predict(x, batch_size)
 
     def _prepare_predict(self, x, batch_size):
