@@ -48,14 +48,22 @@ def mutual_information(samples):
 
 
 
-def mc_predict(model, x, mc_samples=50, seed=None, batch_size=None):
+def mc_predict(model, x, mc_samples=50, seed=None, batch_size=None, steps=None):
     """Monte Carlo dropout prediction with uncertainty measures (see module docs).
 
     Returns an ``MCDropoutResult``; for a classifier (final softmax) it includes the
     predictive entropy, expected entropy and mutual information (BALD), in nats.
+    x may be a generator, ``PyDataset`` or torch ``DataLoader`` of batches (each sample
+    keyed by its running index: the same result as the concatenated arrays); steps: that
+    many batches only.
     """
+    from .models import data_adapters
     with model._lock:
-        mean, var, exp_ent = _mc_moments(model, x, mc_samples, seed, batch_size)
+        if data_adapters.is_source(x):      # a generator, PyDataset or torch DataLoader
+            mean, var, exp_ent = data_adapters.mc_moments(model, x, mc_samples, seed,
+                                                          batch_size, steps)
+        else:
+            mean, var, exp_ent = _mc_moments(model, x, mc_samples, seed, batch_size)
     pe = predictive_entropy(mean) if model._head == 'softmax' else np.full(mean.shape[0], np.nan)
     return MCDropoutResult(mean=mean, std=np.sqrt(var), predictive_entropy=pe,
                            expected_entropy=exp_ent,

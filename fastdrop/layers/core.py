@@ -181,16 +181,64 @@ class Reshape(Layer):
         return {**super().get_config(), "target_shape": list(self.target_shape)}
 
 
+#: Keras 3's dtypes (keras.src.backend.common.dtypes.ALLOWED_DTYPES) fastdrop takes as
+#: inputs: floats are converted to float32 (the engine computes in float32), integers and
+#: bool are first cast to that dtype as Keras converts inputs, then to float32
+FLOAT_INPUT_DTYPES = ("float16", "float32", "float64", "bfloat16")
+INT_INPUT_DTYPES = ("uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+                    "bool")
+_NON_NUMERIC_DTYPES = ("string", "float8_e4m3fn", "float8_e5m2", "complex64", "complex128")
+
+
+def input_dtype_arg(dtype, name="dtype"):
+    """A Keras dtype name as ``keras.backend.standardize_dtype`` reads it (None ->
+    'float32'; Python int/float/bool, NumPy and torch dtypes by their names)."""
+    if dtype is None:
+        return "float32"
+    d = dtype
+    if d is bool:
+        d = "bool"
+    elif d is int or (isinstance(d, str) and d == "int"):
+        d = "int32"
+    elif d is float:
+        d = "float32"
+    elif not isinstance(d, str):
+        if "torch" in str(d):
+            d = str(d).split(".")[-1]
+        elif hasattr(d, "name") and isinstance(getattr(d, "name"), str):
+            d = d.name
+        elif hasattr(d, "__name__"):
+            d = d.__name__
+    if d == "bool_":
+        d = "bool"
+    if isinstance(d, str) and d in FLOAT_INPUT_DTYPES + INT_INPUT_DTYPES:
+        return d
+    if isinstance(d, str) and d in _NON_NUMERIC_DTYPES:
+        raise ValueError(f"{name}={d!r} is not supported: fastdrop inputs are numbers (one of "
+                         f"{list(FLOAT_INPUT_DTYPES + INT_INPUT_DTYPES)})")
+    raise ValueError(f"{name} must be one of Keras's dtypes "
+                     f"{list(FLOAT_INPUT_DTYPES + INT_INPUT_DTYPES)}, got {dtype!r}")
+
+
 class InputLayer(Layer):
-    """Declares the per-sample input shape (``keras.Input(shape=...)``)."""
+    """Declares the per-sample input shape (``keras.Input(shape=...)``) and the input
+    dtype: a float dtype (default 'float32'), or an integer/bool one for token ids
+    (``Input((T,), dtype='int32')`` before an ``Embedding``).  Inputs are cast to it as
+    Keras converts them (floats to an int dtype truncate), then computed in float32."""
     kind = "input"
 
-    def __init__(self, shape=None, input_shape=None, name=None, **kwargs):
+    def __init__(self, shape=None, input_shape=None, name=None, dtype=None, **kwargs):
         shape = shape if shape is not None else input_shape
         if shape is None:
             raise ValueError("shape is required, e.g. Input(shape=(784,))")
+        self.dtype = input_dtype_arg(dtype)
         super().__init__(name=name, input_shape=shape_arg(shape, "shape"), **kwargs)
         self.shape = self.declared_input_shape
+
+    @property
+    def cast_dtype(self):
+        """The NumPy dtype inputs are cast to before float32 (None for float inputs)."""
+        return None if self.dtype in FLOAT_INPUT_DTYPES else np.dtype(self.dtype)
 
     def make_stage(self):
         from ..engine.stage import IdentityStage
@@ -200,9 +248,12 @@ class InputLayer(Layer):
         cfg = super().get_config()
         cfg.pop("input_shape", None)
         cfg["shape"] = [d for d in self.shape]
+        cfg["dtype"] = self.dtype
         return cfg
 
 
-def Input(shape, name=None):
-    """``Input(shape=(784,))`` as the first element of ``Sequential([...])``."""
-    return InputLayer(shape=shape, name=name)
+def Input(shape, name=None, dtype=None):
+    """``Input(shape=(784,))`` as the first element of ``Sequential([...])``;
+    ``Input(shape=(T,), dtype='int32')`` for token ids (Keras's dtypes, see
+    ``InputLayer``)."""
+    return InputLayer(shape=shape, name=name, dtype=dtype)

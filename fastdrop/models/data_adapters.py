@@ -481,8 +481,13 @@ def mc_moments(model, x, mc_samples, seed, batch_size, steps=None):
     """``_mc_moments`` over a source: each batch's moments with its samples keyed by their
     running index (as the rows of one array), concatenated."""
     from .mc import _mc_moments
+    if isinstance(mc_samples, bool) or not isinstance(mc_samples, numbers.Integral) \
+            or mc_samples < 1:
+        raise ValueError(f"mc_samples must be a positive integer, got {mc_samples!r}")
     if seed is None:
         seed = int.from_bytes(os.urandom(8), "little")
+    elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     ad = adapter(x, what="predict")
     ei = EpochIterator(ad, steps, model.seed, "steps")
     batches = ei.epoch(ran_out=None)

@@ -14,7 +14,35 @@ class Inputs:
     """Mixin of ``Sequential``: converts and checks what the loops are given."""
 
     # ---------------------------------------------------------------- data input
+    def _input_cast(self):
+        """The integer/bool dtype of ``Input(..., dtype=...)`` inputs are cast to before
+        float32, or None (a float input)."""
+        first = self._layers[0] if self._layers else None
+        return getattr(first, "cast_dtype", None) if getattr(first, "kind", None) == "input" \
+            else None
+
+    def _cast_x(self, x, dt, name):
+        """x cast to the Input's integer/bool dtype as Keras converts inputs (floats
+        truncate toward zero); NaN/inf, which no integer holds, are refused."""
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(x)
+            except Exception as e:
+                raise TypeError(f"{name} must be array-like of numbers: {e}") from None
+        if x.dtype == dt:
+            return x
+        if x.dtype == object or x.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ValueError(f"{name} contains NaN or infinite values, which the model's "
+                             f"{dt.name} input (Input(dtype={dt.name!r})) cannot hold")
+        with np.errstate(invalid="ignore"):
+            return x.astype(dt)
+
     def _convert_x(self, x, name="x", check_finite=True, allow_empty=False):
+        dt = self._input_cast()
+        if dt is not None:
+            x = self._cast_x(x, dt, name)
         if isinstance(x, np.ndarray) and x.dtype == np.float32 and x.flags.c_contiguous:
             arr = x
         else:

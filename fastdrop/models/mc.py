@@ -18,7 +18,7 @@ def _entropy(p, axis=-1):
 _MC_CHUNK_BYTES = 48 << 20   # activation bytes of one batched chunk (T x m rows)
 
 
-def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0, steps=None):
+def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0):
     """(mean, variance, expected entropy) over ``mc_samples`` stochastic passes.
 
     The deterministic prefix (every stage before the first noisy one) runs once per
@@ -26,7 +26,7 @@ def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0, steps=None):
     batch.  Chunks are sized by activation bytes.  Masks are keyed by (seed, layer, pass,
     global sample index): the result does not depend on batch_size or on the other
     samples in x.  offset: the global index of x's first sample (a generator's batches are
-    keyed by their running index: ``data_adapters.mc_moments``, which steps bounds).
+    keyed by their running index: ``data_adapters.mc_moments``).
     """
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, numbers.Integral) \
             or mc_samples < 1:
@@ -36,9 +36,6 @@ def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0, steps=None):
         seed = int.from_bytes(os.urandom(8), "little")
     elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-    from .data_adapters import is_source, mc_moments
-    if is_source(x):
-        return mc_moments(model, x, T, seed, batch_size, steps)
     x, batch_size = model._prepare_predict(x, batch_size)
     n = x.shape[0]
     sample_shape = x.shape[1:]

@@ -503,6 +503,7 @@ class Trainer(Inputs):
         """
         if (mc_samples is None and batch_size is None and type(x) is np.ndarray
                 and x.dtype == np.float32 and x.flags.c_contiguous and self.built
+                and self._input_cast() is None
                 and 0 < x.shape[0] <= self._capacity and x.shape[1:] == self._bound):
             # fast path for small ready-made inputs (batch-1 inference latency)
             with self._lock:
@@ -520,7 +521,11 @@ class Trainer(Inputs):
                 x = _adapters.array_steps((np.asarray(x),), steps, batch_size or 32)[0]
             if mc_samples is not None:
                 from .mc import _mc_moments
-                mean, m2, _ = _mc_moments(self, x, mc_samples, seed, batch_size, steps=steps)
+                if _adapters.is_source(x):
+                    mean, m2, _ = _adapters.mc_moments(self, x, mc_samples, seed, batch_size,
+                                                       steps)
+                else:
+                    mean, m2, _ = _mc_moments(self, x, mc_samples, seed, batch_size)
                 return mean, np.sqrt(m2)
             if _adapters.is_source(x):
                 return _adapters.predict(self, x, batch_size, steps)

@@ -217,7 +217,8 @@ class _Translator:
         shape = self.input_shape_of(cfg)
         if shape is None:
             raise self.ctx.bad(f"{where} has no shape")
-        return [InputLayer(shape=shape, name=common["name"])], []
+        dtype = self.dtype(cfg, where, allow_int=True)
+        return [InputLayer(shape=shape, name=common["name"], dtype=dtype)], []
 
     def layer_Dense(self, cfg, where, common):
         from ...layers import Dense

@@ -224,7 +224,8 @@ def _model_out(model):
     inp = next((l for l in model._layers if isinstance(l, InputLayer)), None)
     entries = [_ser("keras.layers", "InputLayer", {
         "batch_shape": [None] + shape,
-        "dtype": "int32" if isinstance(first, Embedding) else "float32",
+        "dtype": inp.dtype if inp is not None else
+                 ("int32" if isinstance(first, Embedding) else "float32"),
         "sparse": False, "ragged": False,
         "name": inp.name if inp is not None else "input_layer"})]
     used = {}
