@@ -20,6 +20,7 @@ batches).  Each batch trains with the dropout keys of the array path — the glo
 and the row in the batch — and MC prediction keys each sample by its running index, so
 the same batches give the same results as arrays.
 """
+import array
 import collections
 import concurrent.futures
 import itertools
@@ -50,7 +51,8 @@ def is_torch_dataloader(x):
 
 
 def _array_like(x):
-    return isinstance(x, (np.ndarray, list, tuple, str, bytes, dict)) or \
+    return isinstance(x, (np.ndarray, list, tuple, str, bytes, bytearray, memoryview, dict,
+                          range, collections.deque, array.array)) or \
         hasattr(x, "__array__") or hasattr(x, "__array_interface__") or hasattr(x, "shape")
 
 
@@ -76,6 +78,27 @@ def is_source(x):
     if x is None or isinstance(x, np.ndarray):
         return False
     return is_iterator(x) or is_torch_dataloader(x) or is_py_dataset(x)
+
+
+class _Chain:
+    """``first``, then the rest of the epoch generator ``gen``; ``close()`` closes ``gen``
+    (its ``finally``: the source's ``on_epoch_end``) even before the first batch is read."""
+
+    def __init__(self, first, gen):
+        self._first = [first]
+        self._gen = gen
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._first:
+            return self._first.pop()
+        return next(self._gen)
+
+    def close(self):
+        self._first = []
+        self._gen.close()
 
 
 # ------------------------------------------------------------------- adapters
@@ -326,12 +349,7 @@ class EpochIterator:
             if ran_out:
                 warnings.warn(ran_out, stacklevel=3)
             return None
-        return self._chain(first, gen)
-
-    @staticmethod
-    def _chain(first, gen):
-        yield first
-        yield from gen
+        return _Chain(first, gen)
 
     def _epoch(self, step_key):
         ad = self.ad
@@ -455,7 +473,8 @@ def open_source(model, ad, steps, what, arg="steps_per_epoch", step_key=0):
     if what != "predict" and y is None:
         raise ValueError(f"batch 0 of the {ad.kind} has no targets: {what} needs (x, y) or "
                          "(x, y, sample_weight) batches")
-    return ep, EpochIterator._chain(first, raw), (x, y, sw)
+    raw._first.append(first)          # read again by the loop
+    return ep, raw, (x, y, sw)
 
 
 def predict(model, x, batch_size=None, steps=None):
@@ -508,11 +527,11 @@ def mc_moments(model, x, mc_samples, seed, batch_size, steps=None):
     return tuple(np.concatenate([p[i] for p in parts], axis=0) for i in range(3))
 
 
-def array_steps(arrays, steps, batch_size):
+def array_steps(arrays, steps, batch_size, name="steps"):
     """The first ``steps`` batches of arrays (views), as Keras's ``steps`` on arrays."""
     if steps is None:
         return arrays
-    k = _int_arg(steps, "steps") * batch_size
+    k = _int_arg(steps, name) * batch_size
     return tuple(None if a is None else a[:k] for a in arrays)
 
 

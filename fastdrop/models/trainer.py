@@ -275,7 +275,8 @@ class Trainer(Inputs):
         else:
             xv = yv = None
         if xv is not None and validation_steps is not None:
-            xv, yv, wv = _adapters.array_steps((xv, yv, wv), validation_steps, batch_size)
+            xv, yv, wv = _adapters.array_steps((xv, yv, wv), validation_steps, batch_size,
+                                               "validation_steps")
         n = x.shape[0]
         bs = min(batch_size, n)
         steps = (n + bs - 1) // bs
@@ -397,6 +398,8 @@ class Trainer(Inputs):
                 break
         for cb in cbs:
             cb.on_train_end()
+        if opened is not None:          # no epoch ran (initial_epoch >= epochs)
+            opened.close()
         for a in (src, vsrc):
             if a is not None:
                 a.close()
