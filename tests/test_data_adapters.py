@@ -402,3 +402,49 @@ def test_keras_pydataset_subclass_is_read():
     b = _model("dense")
     b.fit(K(workers=2), shuffle=False, verbose=0)
     _same_weights(a, b)
+
+
+def test_read_order_matches_keras_epoch_iterator():
+    """The oracle is Keras 3 itself: the batch indices a PyDataset is asked for with
+    steps_per_epoch < len over several epochs (Keras reads index 0 once more first, to
+    build its model symbolically)."""
+    keras = pytest.importorskip("keras")
+    x, y = _data("dense")
+
+    class K(keras.utils.PyDataset):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.read = []
+
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            self.read.append(i)
+            return x[i * BS:(i + 1) * BS], y[i * BS:(i + 1) * BS]
+
+    for spe, epochs in ((3, 3), (2, 4), (None, 2), (5, 2)):
+        k = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+        k.compile("sgd", "sparse_categorical_crossentropy")
+        kd, fd = K(), K()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hk = k.fit(kd, steps_per_epoch=spe, epochs=epochs, shuffle=False, verbose=0)
+            hf = _model("dense").fit(fd, steps_per_epoch=spe, epochs=epochs, shuffle=False,
+                                     verbose=0)
+        assert kd.read[0] == 0
+        assert fd.read == kd.read[1:], (spe, epochs)
+        assert len(hf.history["loss"]) == len(hk.history["loss"])
+
+
+def test_torch_dataloader_with_worker_processes():
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, TensorDataset
+    x, y = _data("dense")
+    a = _model("dense")
+    a.fit(x, y, batch_size=BS, shuffle=False, verbose=0)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=BS,
+                        num_workers=2)
+    b = _model("dense")
+    b.fit(loader, shuffle=False, verbose=0)
+    _same_weights(a, b)

@@ -74,6 +74,7 @@ class Sequential(Trainer):
         self._capacity = 0
         self._arena = Arena()
         self._head = None
+        self._x_cast = None        # Input(dtype=<int/bool>): the dtype inputs are cast to
         # fit/evaluate/predict share the model's buffers: one call at a time per model
         # (kernels release the GIL, so other models and threads run meanwhile)
         self._lock = threading.RLock()
@@ -227,6 +228,7 @@ class Sequential(Trainer):
                 if prev is not None and prev.shape == v.shape:
                     v.value = prev
         self._input_shape = shape
+        self._x_cast = self._input_cast()
         self._out_shape = tuple(s)
         self._store = VariableStore(self.layers, self.seed)
         self.built = True

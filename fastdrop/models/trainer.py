@@ -506,7 +506,7 @@ class Trainer(Inputs):
         """
         if (mc_samples is None and batch_size is None and type(x) is np.ndarray
                 and x.dtype == np.float32 and x.flags.c_contiguous and self.built
-                and self._input_cast() is None
+                and self._x_cast is None
                 and 0 < x.shape[0] <= self._capacity and x.shape[1:] == self._bound):
             # fast path for small ready-made inputs (batch-1 inference latency)
             with self._lock:
