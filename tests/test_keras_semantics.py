@@ -533,3 +533,58 @@ def test_batchnorm_masked_equals_keras(tmp_path):
     fw = fm.get_weights()
     for a, b in zip(fw[-4:-2], kw[-4:-2]):      # moving mean and variance
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------ one mask path, every mode
+def _family(name):
+    from fastdrop.layers import Bidirectional, GlobalAveragePooling1D, GlobalMaxPooling1D
+    head = {
+        "lstm_last": [LSTM(5, dropout=0.2)],
+        "gru_rd": [GRU(5, recurrent_dropout=0.3, return_sequences=True), Dense(3)],
+        "simplernn_seq": [SimpleRNN(5, return_sequences=True), Dropout(0.3), Dense(3)],
+        "bidir_seq": [Bidirectional(LSTM(4, return_sequences=True, dropout=0.2)), Dense(3)],
+        "bidir_last": [Bidirectional(GRU(4), merge_mode="sum")],
+        "gap1d": [Dropout(0.3), GlobalAveragePooling1D()],
+        "gmp1d": [LSTM(4, return_sequences=True), GlobalMaxPooling1D()],
+        "bn_seq": [SimpleRNN(5, return_sequences=True), BatchNormalization(), Dense(3)],
+    }[name]
+    return Sequential([Input((7,)), Embedding(10, 4, mask_zero=True)] + head, seed=4)
+
+
+@pytest.mark.parametrize("family", ["lstm_last", "gru_rd", "simplernn_seq", "bidir_seq",
+                                    "bidir_last", "gap1d", "gmp1d", "bn_seq"])
+def test_what_the_mask_hides_moves_nothing(family):
+    """Only the padding's embedding row changes: predict, MC predict, the training loss and
+    its gradients (and BN's moving statistics) stay exactly as they were."""
+    x = _bidir_data(seed=11, n=9, T=7, V=10).astype(np.float32)
+    m = _family(family)
+    m.build()
+    out_shape = m.output_shape[1:]
+    y = np.random.default_rng(2).normal(size=(9,) + tuple(out_shape))
+    m.compile("sgd", "mse")
+    W = m.get_weights()
+
+    def run():
+        r = {"infer": m.predict(x), "mc": m.predict(x, mc_samples=4, seed=3)[0]}
+        lg = m.loss_and_gradients(x, y, step=2)
+        r["loss"] = lg["loss"]
+        r["grads"] = [g for i, g in enumerate(lg["gradients"]) if g is not None and i != 0]
+        before = [w.copy() for w in m.get_weights()]
+        m(x, training=True)                      # moves BN statistics (if any)
+        r["state"] = [w.copy() for w in m.get_weights()]
+        m.set_weights(before)
+        return r
+
+    a = run()
+    W2 = [w.copy() for w in W]
+    W2[0][0] = np.random.default_rng(5).normal(size=W2[0][0].shape) * 3.0
+    m.set_weights(W2)
+    b = run()
+    m.set_weights(W)
+    for k in ("infer", "mc"):
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7, err_msg=k)
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    for g1, g2 in zip(a["grads"], b["grads"]):
+        np.testing.assert_allclose(g1, g2, rtol=1e-5, atol=1e-7)
+    for s1, s2 in list(zip(a["state"], b["state"]))[1:]:
+        np.testing.assert_allclose(s1, s2, rtol=1e-6, atol=1e-7)
