@@ -171,6 +171,9 @@ void fd_adam_update_f32(int64_t n, float *w, const float *g, float *m, float *v,
 void fd_regularize_grad_f32(int64_t n, float *g, const float *w, float l1, float l2);
 /* Clip each column of w (rows×cols, row-major) to L2 norm <= max_value. */
 void fd_maxnorm_f32(int64_t rows, int64_t cols, float *w, float max_value);
+/* 1 when |x[i]| < bound for every element of x[0..n) (bound > 0; NaN fails; bound =
+ * +inf: every element finite), else 0. */
+int fd_all_below_f32(int64_t n, const float *x, float bound);
 
 /* ------------------------------------------------------------ dropout variants */
 /* noise[i] = 1 + stddev * N(0, 1), counter-keyed per 4096-element block (variants.c). */

@@ -80,6 +80,7 @@ cdef extern from "fastdrop.h" nogil:
                             float weight_decay, int64_t t)
     void fd_regularize_grad_f32(int64_t n, float *g, const float *w, float l1, float l2)
     void fd_maxnorm_f32(int64_t rows, int64_t cols, float *w, float max_value)
+    int fd_all_below_f32(int64_t n, const float *x, float bound)
 
     void fd_gaussian_noise_f32(int64_t n, float *noise, uint64_t seed, float stddev)
     void fd_mul_f32(int64_t n, float *out, const float *x, const float *y)

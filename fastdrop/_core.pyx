@@ -311,6 +311,24 @@ def softmax(const float[:, ::1] x, float[:, ::1] out):
         fd_softmax_f32(x.shape[0], x.shape[1], &out[0, 0], &x[0, 0])
 
 
+def all_below(const float[::1] x, float bound=float("inf")):
+    """True when |x| < bound everywhere (NaN fails; the default bound: all finite), in
+    one threaded pass."""
+    cdef int r = 1
+    if not bound > 0:
+        raise ValueError(f"bound must be > 0, got {bound}")
+    if x.shape[0] == 0:
+        return True
+    with nogil:
+        r = fd_all_below_f32(x.shape[0], &x[0], bound)
+    return bool(r)
+
+
+def all_finite(const float[::1] x):
+    """True when x holds no NaN and no infinity (one threaded pass)."""
+    return all_below(x)
+
+
 def mse(const float[::1] pred, const float[::1] target, float scale, float[::1] grad=None):
     cdef double total
     cdef float *pg = &grad[0] if grad is not None else NULL

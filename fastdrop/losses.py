@@ -12,7 +12,11 @@ The interface the model calls:
   already probabilities (head set, from_logits False, final activation not ``head``) calls
   ``forward_backward_probs`` / ``sum_loss_probs`` instead (Keras: outputs clipped to
   [1e-7, 1 - 1e-7]; categorical outputs first renormalised to sum 1).
-* ``prepare_targets(y, n, out_dim, name='y')`` validates and converts the targets once.
+* ``prepare_targets(y, n, out_shape, name='y')`` validates and converts the targets once
+  against the per-sample output shape (an int for a vector output).  For an N-D output
+  (n, T, C) the model hands the loss rows: logits (n*T, C) with targets (n*T, C) or labels
+  (n*T,), per-row weights (sample weight x the output mask, scaled as Keras's
+  ``apply_mask``), so each step is one row of the fused kernels.
 * ``forward_backward(z, y, grad, weights=None) -> float``: the sum over the m = z.shape[0]
   rows of w_i * loss_i; writes ``grad = d(sum_i w_i loss_i / m)/dz`` (Keras weighting: the
   mean over the batch of weight x loss, divided by the batch size, not the weight sum).
@@ -75,16 +79,42 @@ def _check_n(y, n, name):
     return y
 
 
-def _float_targets(y, n, out_dim, name, what, hint=""):
-    """(n, out_dim) float32 targets; (n,) accepted when out_dim == 1."""
+def _out_shape(out):
+    """The per-sample output shape: a tuple, or an int (a vector of that many outputs)."""
+    if isinstance(out, (int, np.integer)):
+        return (int(out),)
+    return tuple(int(d) for d in out)
+
+
+def _shape_str(n, s):
+    return "(" + ", ".join(str(d) for d in ("n",) + tuple(s)) + ")"
+
+
+def _fit_shape(y, n, out):
+    """y reshaped to (n, *out) as Keras's squeeze_or_expand_to_same_rank pairs targets
+    with outputs (a missing or an extra trailing axis of 1), or None if it does not fit."""
+    s = y.shape[1:]
+    if s == out:
+        return y
+    if (out[-1] == 1 and s == out[:-1]) or s == out + (1,):
+        return y.reshape((n,) + out)
+    return None
+
+
+def _float_targets(y, n, out_shape, name, what, hint=""):
+    """float32 targets of the output's shape (n, *out_shape); (n,) accepted for one
+    output, (n, T) for outputs (n, T, 1)."""
     if y.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold numbers, got dtype {y.dtype}")
-    if y.ndim == 1 and out_dim == 1:
-        y = y.reshape(-1, 1)
-    if y.ndim != 2 or y.shape[1] != out_dim:
-        raise ValueError(f"{name} must have shape (n, {out_dim}) for {what} with {out_dim} "
-                         f"outputs, got shape {y.shape}{hint}")
-    yf = np.ascontiguousarray(y, dtype=np.float32)
+    out = _out_shape(out_shape)
+    yy = _fit_shape(y, n, out)
+    if yy is None:
+        if len(out) == 1:
+            raise ValueError(f"{name} must have shape (n, {out[0]}) for {what} with {out[0]} "
+                             f"outputs, got shape {y.shape}{hint}")
+        raise ValueError(f"{name} must have shape {_shape_str(n, out)} for {what} with outputs "
+                         f"of shape {_shape_str(n, out)}, got shape {y.shape}{hint}")
+    yf = np.ascontiguousarray(yy, dtype=np.float32)
     if not np.isfinite(yf).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return yf
@@ -119,9 +149,11 @@ class Loss:
         return self.head == "softmax"
 
     # ------------------------------------------------------------ targets
-    def prepare_targets(self, y, n, out_dim, name="y"):
+    def prepare_targets(self, y, n, out_shape, name="y"):
+        """Targets checked against the per-sample output shape ``out_shape`` (a tuple;
+        an int for a vector output) and converted once: float32 (n, *out_shape)."""
         y = _check_n(y, n, name)
-        return _float_targets(y, n, out_dim, name, self.name)
+        return _float_targets(y, n, out_shape, name, self.name)
 
     # -------------------------------------------------------------- loss
     def forward_backward(self, z, y, grad, weights=None):
@@ -210,14 +242,15 @@ class CategoricalCrossentropy(Loss):
         self.label_smoothing = _label_smoothing(label_smoothing)
         self._smooth_buf = None
 
-    def prepare_targets(self, y, n, out_dim, name="y"):
+    def prepare_targets(self, y, n, out_shape, name="y"):
         y = _check_n(y, n, name)
-        if y.dtype.kind in "biuf" and (y.ndim != 2 or y.shape[1] != out_dim):
-            raise ValueError(f"{name} must be one-hot targets of shape (n, {out_dim}) for "
-                             f"categorical_crossentropy, got shape {y.shape} (use "
+        out = _out_shape(out_shape)
+        if y.dtype.kind in "biuf" and y.shape[1:] != out:
+            raise ValueError(f"{name} must be one-hot targets of shape {_shape_str(n, out)} "
+                             f"for categorical_crossentropy, got shape {y.shape} (use "
                              "fastdrop.utils.to_categorical(y), or "
                              "loss='sparse_categorical_crossentropy' for integer labels)")
-        return _float_targets(y, n, out_dim, name, "categorical_crossentropy")
+        return _float_targets(y, n, out, name, "categorical_crossentropy")
 
     def _targets(self, y):
         ls = self.label_smoothing
@@ -277,13 +310,19 @@ class SparseCategoricalCrossentropy(Loss):
         if axis != -1:
             raise ValueError(f"axis must be -1, got {axis!r}")
 
-    def prepare_targets(self, y, n, out_dim, name="y"):
+    def prepare_targets(self, y, n, out_shape, name="y"):
+        """Integer labels of the output's shape without its class axis: (n,) for a vector
+        of class scores, (n, T) for per-step scores (n, T, classes); a trailing axis of 1
+        is accepted.  Returned as int64 (n, *out_shape[:-1])."""
         y = _check_n(y, n, name)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"{name} must be integer class labels of shape (n,) for "
-                             f"sparse_categorical_crossentropy, got shape {y.shape} "
+        out = _out_shape(out_shape)
+        steps, out_dim = out[:-1], out[-1]
+        if y.shape[1:] == steps + (1,):
+            y = y.reshape((n,) + steps)
+        if y.shape[1:] != steps:
+            raise ValueError(f"{name} must be integer class labels of shape "
+                             f"{_shape_str(n, steps)} for sparse_categorical_crossentropy with "
+                             f"outputs of shape {_shape_str(n, out)}, got shape {y.shape} "
                              "(use 'categorical_crossentropy' for one-hot targets)")
         if y.dtype.kind == "f":
             if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
@@ -343,10 +382,11 @@ class BinaryCrossentropy(Loss):
             raise ValueError(f"axis must be -1, got {axis!r}")
         self.label_smoothing = _label_smoothing(label_smoothing)
 
-    def prepare_targets(self, y, n, out_dim, name="y"):
+    def prepare_targets(self, y, n, out_shape, name="y"):
         y = _check_n(y, n, name)
-        return _float_targets(y, n, out_dim, name, "binary_crossentropy",
-                              " ((n,) is accepted for one output)" if out_dim == 1 else "")
+        out = _out_shape(out_shape)
+        return _float_targets(y, n, out, name, "binary_crossentropy",
+                              " ((n,) is accepted for one output)" if out == (1,) else "")
 
     def forward_backward(self, z, y, grad, weights=None):
         if _is_legacy(grad, weights):

@@ -64,7 +64,7 @@ def mc_predict(model, x, mc_samples=50, seed=None, batch_size=None, steps=None):
                                                           batch_size, steps)
         else:
             mean, var, exp_ent = _mc_moments(model, x, mc_samples, seed, batch_size)
-    pe = predictive_entropy(mean) if model._head == 'softmax' else np.full(mean.shape[0], np.nan)
+    pe = predictive_entropy(mean) if model._head == 'softmax' else np.full(mean.shape[:-1], np.nan)
     return MCDropoutResult(mean=mean, std=np.sqrt(var), predictive_entropy=pe,
                            expected_entropy=exp_ent,
                            mutual_information=np.maximum(pe - exp_ent, 0.0))

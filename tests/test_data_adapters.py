@@ -448,3 +448,38 @@ def test_torch_dataloader_with_worker_processes():
     b = _model("dense")
     b.fit(loader, shuffle=False, verbose=0)
     _same_weights(a, b)
+
+
+def test_per_step_targets_mask_and_weights_through_a_generator_equal_arrays():
+    """Sequence tagging (labels (n, T), per-step sample_weight (n, T)) after
+    Embedding(mask_zero=True): the masked per-step loss, metrics and MC predictions of
+    generator batches equal the array path's."""
+    from fastdrop.layers import BatchNormalization
+    rng = np.random.default_rng(4)
+    x = rng.integers(1, 12, (N, 7))
+    x[:, 5:] = 0
+    y = rng.integers(0, 3, (N, 7))
+    w = rng.uniform(0.2, 2.0, (N, 7)).astype(np.float32)
+
+    def tagger():
+        m = Sequential([Embedding(12, 4, mask_zero=True, input_length=7),
+                        LSTM(6, dropout=0.2, return_sequences=True), BatchNormalization(),
+                        Dropout(0.2), Dense(3, activation="softmax")], seed=8)
+        m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return m
+
+    a, b = tagger(), tagger()
+    ha = a.fit(x, y, sample_weight=w, batch_size=BS, epochs=2, shuffle=False, verbose=0,
+               validation_data=(x[:32], y[:32]))
+    hb = b.fit(Seq(x, y, w), epochs=2, shuffle=False, verbose=0,
+               validation_data=_gen(_batches(x[:32], y[:32], bs=32), 2), validation_steps=1)
+    _same_weights(a, b)
+    assert ha.history["loss"] == hb.history["loss"]
+    assert ha.history["accuracy"] == hb.history["accuracy"]
+    np.testing.assert_allclose(hb.history["val_loss"], ha.history["val_loss"], rtol=1e-6)
+    assert a.evaluate(x, y, batch_size=BS, sample_weight=w, verbose=0) == \
+        b.evaluate(_gen(_batches(x, y, w)), verbose=0)
+    mean, std = a.predict(x, mc_samples=4, seed=2)
+    gm, gs = b.predict(_gen(_batches(x, bs=9)), mc_samples=4, seed=2)
+    np.testing.assert_array_equal(gm, mean)
+    np.testing.assert_array_equal(gs, std)

@@ -7,6 +7,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define FD_EW_GRAIN (1 << 15) /* elements per thread below which we stay serial */
@@ -280,6 +281,38 @@ void fd_adam_update_f32(int64_t n, float *w, const float *g, float *m, float *v,
                .s2 = beta2, .s3 = eps, .s4 = lr * weight_decay};
     fd_parallel_range(n, FD_EW_GRAIN, 16, adam_range, &c);
     FD_EXIT();
+}
+
+/* Magnitude check of a block (the gradients of a training step, before the update): the
+ * sign-less bits of every element against those of the bound, OR-reduced per range
+ * (integer ops: vectorizes at the baseline ISA, memory-bound; NaN's bits exceed
+ * infinity's, so a bound of +inf is the finite check).  A range that sees an element
+ * at or above the bound sets the flag. */
+typedef struct {
+    const uint32_t *x;
+    uint32_t limit;
+    atomic_int bad;
+} fd_bound_ctx;
+
+static void bound_range(void *c_, int64_t lo, int64_t hi) {
+    fd_bound_ctx *c = c_;
+    const uint32_t *FD_RESTRICT x = c->x;
+    const uint32_t limit = c->limit;
+    if (atomic_load_explicit(&c->bad, memory_order_relaxed)) return;
+    uint32_t acc = 0;
+    for (int64_t i = lo; i < hi; i++) acc |= (uint32_t)((x[i] & 0x7fffffffu) >= limit);
+    if (acc) atomic_store_explicit(&c->bad, 1, memory_order_relaxed);
+}
+
+int fd_all_below_f32(int64_t n, const float *x, float bound) {
+    if (!(bound > 0.0f)) return n == 0;
+    FD_ENTER();
+    fd_bound_ctx c = {.x = (const uint32_t *)(const void *)x};
+    memcpy(&c.limit, &bound, sizeof c.limit);
+    atomic_init(&c.bad, 0);
+    fd_parallel_range(n, 4 * FD_EW_GRAIN, 16, bound_range, &c);
+    FD_EXIT();
+    return !atomic_load(&c.bad);
 }
 
 static void maxnorm_tasks(void *c_, int64_t t0, int64_t t1) {

@@ -255,9 +255,14 @@ def emit_bidirectional(g, B, x, seq, mc):
         yb = emit_rnn(g, bl, x, seq, mc, order="flipped")
     mode = B.merge_mode
     if mode == "concat":
-        return g.op("Concat", [yf, yb], axis=-1)
-    if mode == "sum":
-        return g.op("Add", [yf, yb])
-    if mode == "ave":
-        return g.op("Mul", [g.op("Add", [yf, yb]), g.scalar(0.5)])
-    return g.op("Mul", [yf, yb])
+        y = g.op("Concat", [yf, yb], axis=-1)
+    elif mode == "sum":
+        y = g.op("Add", [yf, yb])
+    elif mode == "ave":
+        y = g.op("Mul", [g.op("Add", [yf, yb]), g.scalar(0.5)])
+    else:
+        y = g.op("Mul", [yf, yb])
+    if B.return_sequences and seq is not None:
+        # zeros at masked steps, as fastdrop and Keras give them
+        y = g.op("Mul", [y, g.unsqueeze(g.op("Cast", [seq], to=F32), [-1])])
+    return y

@@ -45,6 +45,7 @@ def _header(model):
             "optimizer_iterations": int(model.optimizer.iterations),
             "loss": {"name": model.loss.name, "config": model.loss.get_config()},
             "metrics": list(model.metrics),
+            "weighted_metrics": list(model.weighted_metrics),
         }
     return h
 
@@ -311,9 +312,10 @@ def _load_unchecked(source, path):
         opt = optimizers.from_config(comp["optimizer"]["name"], opt_cfg)
         loss = _make_loss(comp["loss"]["name"], comp["loss"].get("config"), path)
         metrics = comp["metrics"]
-        if not isinstance(metrics, list):
+        wmetrics = comp.get("weighted_metrics", [])
+        if not isinstance(metrics, list) or not isinstance(wmetrics, list):
             raise _bad(path, "malformed metrics")
-        model.compile(optimizer=opt, loss=loss, metrics=metrics)
+        model.compile(optimizer=opt, loss=loss, metrics=metrics, weighted_metrics=wmetrics)
     if built:
         if not model.built or model._input_shape != in_shape:
             model._build(in_shape)

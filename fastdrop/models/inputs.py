@@ -89,11 +89,13 @@ class Inputs:
         if not self.built:
             self._build(x.shape[1:])
         self._check_loss_fits_model()
+        # the targets' shape as given: 'accuracy' resolves from it (Keras 3)
+        self._y_shape = np.shape(y)
         y = self._convert_y(y, x.shape[0])
         return x, y, self._sample_weights(x.shape[0], y, sample_weight, class_weight)
 
     def _convert_y(self, y, n, name="y"):
-        return self.loss.prepare_targets(y, n, self.output_dim, name)
+        return self.loss.prepare_targets(y, n, tuple(self._out_shape), name)
 
     def _sample_weights(self, n, y, sample_weight, class_weight, name="sample_weight"):
         w = None
@@ -102,16 +104,24 @@ class Inputs:
             if w.dtype.kind not in "biuf":
                 raise TypeError(f"{name} must hold numbers, got dtype {w.dtype}")
             w = w.astype(np.float64)
-            if w.ndim == 2 and w.shape[1] == 1:
+            steps = tuple(self._out_shape)[:-1]      # per-step weights of N-D outputs
+            if w.ndim == 2 and w.shape[1] == 1 and steps != (1,):
                 w = w[:, 0]
-            if w.shape != (n,):
-                raise ValueError(f"{name} must have shape ({n},) (one weight per sample), got "
-                                 f"{w.shape}")
+            if steps and w.shape == (n,) + steps + (1,):
+                w = w.reshape((n,) + steps)
+            if w.shape != (n,) and not (steps and w.shape == (n,) + steps):
+                per_step = (f" or ({', '.join(str(d) for d in (n,) + steps)}) (one weight "
+                            f"per sample and step)" if steps else "")
+                raise ValueError(f"{name} must have shape ({n},) (one weight per sample)"
+                                 f"{per_step}, got {w.shape}")
             if not np.isfinite(w).all() or (w < 0).any():
                 raise ValueError(f"{name} must be finite and >= 0")
         if class_weight is not None:
             if not isinstance(class_weight, dict):
                 raise TypeError("class_weight must be a dict {class index: weight}")
+            if y.ndim > (1 if self.loss.sparse else 2):
+                raise ValueError("class_weight needs one target per sample; for per-step "
+                                 "targets pass sample_weight of shape (n, steps) instead")
             if y.ndim == 1:
                 labels = y.astype(np.int64)
             elif y.shape[1] == 1:

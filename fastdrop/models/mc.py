@@ -44,7 +44,7 @@ def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0):
     c = int(np.prod(out_shape))
     if n == 0:
         return (np.empty((0,) + out_shape, np.float32), np.empty((0,) + out_shape, np.float32),
-                np.empty(0))
+                np.empty((0,) + tuple(out_shape)[:-1]))
     stages = model._stages
     k = model._first_noisy
     prefix, rest = stages[:k], stages[k:]
@@ -61,7 +61,8 @@ def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0):
     probs = np.empty((T * m_chunk, c), np.float32)
     mean = np.empty((n, c), np.float32)
     var = np.empty((n, c), np.float32)
-    ent = np.empty(n, np.float64)
+    R, C = model._rows
+    ent = np.empty((n, R), np.float64)
     softmax_head = model._head == "softmax"
     for lo in range(0, n, m_chunk):
         hi = min(lo + m_chunk, n)
@@ -80,6 +81,7 @@ def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0):
         mu = P64.mean(0)
         mean[lo:hi] = mu
         var[lo:hi] = ((P64 - mu) ** 2).mean(0)
-        ent[lo:hi] = _entropy(P64).mean(0) if softmax_head else np.nan
+        # entropies per distribution: the output's last axis (each step of an N-D output)
+        ent[lo:hi] = _entropy(P64.reshape(T, m, R, C)).mean(0) if softmax_head else np.nan
     shape = (n,) + tuple(out_shape)
-    return mean.reshape(shape), var.reshape(shape), ent
+    return mean.reshape(shape), var.reshape(shape), ent.reshape((n,) + tuple(out_shape)[:-1])

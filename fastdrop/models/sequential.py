@@ -62,6 +62,7 @@ class Sequential(Trainer):
         self.optimizer = None
         self.loss = None
         self.metrics = []
+        self.weighted_metrics = []
         self.compiled = False
         self.built = False
         self.stop_training = False

@@ -25,6 +25,12 @@ from ._args import _int_arg
 from .inputs import Inputs
 
 
+# A step whose gradients reach this magnitude is refused with the non-finite ones: the
+# squared-gradient slots (Adam, RMSprop, Adagrad, ...) would overflow float32 (its largest
+# value is 3.4e38 = (1.8e19)^2) and turn the next update into NaN.
+_GRAD_BOUND = 1e19
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised by ``fit`` when the loss becomes NaN or infinite."""
 
@@ -45,74 +51,150 @@ class Trainer(Inputs):
     """Mixin of ``Sequential``: the training, evaluation and prediction loops."""
 
     # ----------------------------------------------------------------- compiling
-    def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs):
+    def compile(self, optimizer="adam", loss=None, metrics=None, weighted_metrics=None,
+                **kwargs):
         """Configure training.  optimizer: a name ('adam', 'sgd', 'adamw', ...) or an
         Optimizer; loss: a name ('sparse_categorical_crossentropy' for integer labels,
         'categorical_crossentropy' for one-hot targets, 'binary_crossentropy', 'mse', ...)
-        or a Loss; metrics: e.g. ['accuracy'] (resolved from the loss as Keras does)."""
+        or a Loss; metrics: e.g. ['accuracy'] (resolved from the shapes of the targets and
+        the output, as Keras 3 does; logged under the name given).  As in Keras,
+        ``metrics`` ignore sample_weight/class_weight (an output mask still applies);
+        ``weighted_metrics`` are weighted by them."""
         if kwargs:
             raise TypeError(f"compile got unexpected arguments {sorted(kwargs)}")
         if loss is None:
             raise ValueError("loss is required, e.g. loss='sparse_categorical_crossentropy'")
         self.optimizer = _optimizers.get(optimizer)
         self.loss = _losses.get(loss)
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        metrics = list(metrics or [])
-        for m in metrics:
-            if m not in _METRICS:
-                raise ValueError(f"metrics may contain {list(_METRICS)}, got {m!r}")
-        self.metrics = metrics
+        def names(ms, arg):
+            if isinstance(ms, str):
+                ms = [ms]
+            ms = list(ms or [])
+            for m in ms:
+                if m not in _METRICS:
+                    raise ValueError(f"{arg} may contain {list(_METRICS)}, got {m!r}")
+            return ms
+        self.metrics = names(metrics, "metrics")
+        self.weighted_metrics = names(weighted_metrics, "weighted_metrics")
         self.compiled = True
         if self.built:
             self._plan()
             self.optimizer.build(self._store.params.size)
 
-    def _metric_fns(self):
-        """[(log name, fn(out, logits, y) -> (sum, count))] for the compiled metrics."""
-        loss = self.loss
-        out_dim = self.output_dim
+    def _metric_fns(self, y_shape=None):
+        """[(log name, fn(z, y, w) -> (weighted sum, weight), weighted)] for the compiled
+        metrics, then the weighted metrics (a name both have is logged 'weighted_<name>').
+
+        ``z``: the loss rows (rows, C) of the batch (logits when the model has a loss head,
+        else its outputs), ``y`` the targets in rows ((rows, C), or (rows,) labels), ``w``
+        per-row weights (sample weights times the output mask) or None.  Each metric is a
+        Keras ``MeanMetricWrapper``: per-row values (the last axis reduced), their weighted
+        sum over the weight sum.  ``'accuracy'``/``'acc'`` resolve as Keras 3 resolves them
+        (``compile_utils.is_binary_or_sparse_categorical``), from the shapes alone: an
+        output whose last axis is 1 -> binary accuracy; targets of lower rank than the
+        output, or a last axis of 1 against more than one output -> sparse categorical;
+        else categorical.  ``y_shape``: the targets' shape as the user gave them."""
+        out_shape = tuple(self._out_shape) if self.built else (self.output_dim or 1,)
+        p_rank, p_last = 1 + len(out_shape), out_shape[-1] if out_shape else 1
+        if y_shape is None:          # the shape Keras would see for the loss's targets
+            y_shape = (0,) + (out_shape[:-1] if self.loss.sparse else out_shape)
+        y_shape = tuple(y_shape)
+        t_rank, t_last = len(y_shape), (y_shape[-1] if len(y_shape) > 1 else None)
         fns = []
-        for m in self.metrics:
-            kind = m
-            if m in _ACCURACY:
-                if loss.sparse:
-                    kind = "sparse_categorical_accuracy"
-                elif loss.head == "sigmoid" or out_dim == 1:
-                    kind = "binary_accuracy"
-                else:
-                    kind = "categorical_accuracy"
-            name = {"mean_absolute_error": "mae", "mean_squared_error": "mse"}.get(m, m)
-            if m in _ACCURACY:
-                name = "accuracy"
-            fns.append((name, self._metric(kind)))
+        plain = list(self.metrics)
+        for weighted, ms in ((False, plain), (True, getattr(self, "weighted_metrics", []))):
+            for m in ms:
+                kind = m
+                if m in _ACCURACY:
+                    if p_last == 1:
+                        kind = "binary_accuracy"
+                    elif t_rank < p_rank or t_last == 1:
+                        kind = "sparse_categorical_accuracy"
+                    else:
+                        kind = "categorical_accuracy"
+                name = "weighted_" + m if (weighted and m in plain) else m
+                fns.append((name, self._metric(kind), weighted))
         return fns
 
     def _metric(self, kind):
-        head = self._head
+        sparse = self.loss.sparse
+
+        def labels(y):                       # class indices per row
+            if y.ndim == 1:
+                return y
+            return y[:, 0] if y.shape[1] == 1 else y.argmax(axis=1)
+
+        def reduce(v, w):
+            if w is None:
+                return float(np.sum(v, dtype=np.float64)), v.shape[0]
+            return float(np.dot(v.astype(np.float64), w)), float(np.sum(w, dtype=np.float64))
+
         if kind == "sparse_categorical_accuracy":
-            def f(out, z, y):
-                if not self.loss.sparse:
-                    y = y.argmax(axis=1)
-                return int(np.count_nonzero(z.argmax(axis=1) == y)), z.shape[0]
+            def f(z, y, w):
+                return reduce((z.argmax(axis=1) == labels(y)).astype(np.float32), w)
         elif kind == "categorical_accuracy":
-            def f(out, z, y):
-                t = y if y.ndim == 1 else y.argmax(axis=1)
-                return int(np.count_nonzero(z.argmax(axis=1) == t)), z.shape[0]
+            def f(z, y, w):
+                t = y if sparse else y.argmax(axis=1)
+                return reduce((z.argmax(axis=1) == t).astype(np.float32), w)
         elif kind == "binary_accuracy":
-            def f(out, z, y):
-                pred = (z > 0) if head == "sigmoid" else (z > 0.5)
-                yy = y.reshape(pred.shape) if y.size == pred.size else y
-                return int(np.count_nonzero(pred == (yy > 0.5))), pred.size
+            def f(z, y, w):
+                # Keras: y_true == (y_pred > 0.5) on the probabilities, y_true as given
+                p = self._head_rows(z)
+                yy = y.reshape(-1, 1) if y.ndim == 1 else y
+                return reduce((yy == (p > 0.5)).mean(axis=1), w)
         else:
             sq = kind in ("mse", "mean_squared_error")
 
-            def f(out, z, y):
-                p = self._apply_head(z) if out is None else out
-                d = p.astype(np.float64) - np.asarray(y, np.float64).reshape(p.shape)
-                return float((d * d).mean(axis=1).sum() if sq else np.abs(d).mean(axis=1).sum()), \
-                    p.shape[0]
+            def f(z, y, w):
+                p = self._head_rows(z).astype(np.float64)
+                yy = y.reshape(-1, 1) if y.ndim == 1 else y
+                d = p - yy
+                return reduce((d * d).mean(axis=1) if sq else np.abs(d).mean(axis=1), w)
         return f
+
+    def _head_rows(self, z):
+        """The model's outputs for loss rows z (the head applied row-wise)."""
+        if self._head is None:
+            return z
+        return self._apply_head(z, np.empty(z.shape, np.float32))
+
+    @property
+    def _rows(self):
+        """(R, C): loss rows per sample (the product of the output's leading axes, 1 for a
+        vector output) and the last axis, over which losses and activations reduce."""
+        s = tuple(self._out_shape)
+        if not s:
+            return 1, 1
+        return int(np.prod(s[:-1], dtype=np.int64)) if len(s) > 1 else 1, int(s[-1])
+
+    def _row_weights(self, w, mask, m):
+        """Per-row weights of a batch of m samples for the loss and for the metrics, as
+        Keras applies ``sample_weight`` and the output mask: the loss uses the mask scaled
+        by total/valid (``losses.loss.apply_mask``, reduction sum_over_batch_size), the
+        metrics the mask as is (reduction 'sum').  Returns (loss row weights, (metric row
+        weights: the mask alone, the mask times sample weights)); None for none."""
+        R = self._rows[0]
+        wr = None
+        if w is not None:
+            wr = np.repeat(w, R) if (w.ndim == 1 and R > 1) else w.reshape(-1)
+        if mask is None:
+            return wr, (None, wr)
+        mk = np.asarray(mask).reshape(m, -1).astype(bool)
+        if mk.shape[1] != R:
+            if R % mk.shape[1]:
+                return wr, (None, wr)   # a mask that does not align with the outputs
+            mk = np.repeat(mk, R // mk.shape[1], axis=1)
+        valid = int(np.count_nonzero(mk))
+        fm = mk.reshape(-1).astype(np.float32)
+        scale = np.float32(mk.size / valid) if valid else np.float32(0.0)
+        wm = fm if wr is None else wr * fm
+        return np.ascontiguousarray(wm * scale, np.float32), (fm, wm)
+
+    def _loss_rows(self, h, y, m):
+        """The batch output h and targets y as loss rows (m*R, C) / (m*R,)."""
+        R, C = self._rows
+        z = h.reshape(m * R, C)
+        return z, (y.reshape(m * R) if self.loss.sparse else y.reshape(m * R, C))
 
     # ------------------------------------------------------------------ compute
     def _forward(self, ctx, x, stages=None, mask=None, want_mask=False):
@@ -137,33 +219,43 @@ class Trainer(Inputs):
             d = self._stages[i].backward(ctx, d, i > f)
 
     def _apply_head(self, z, out=None):
-        z2 = z.reshape(z.shape[0], -1)
+        """The fused loss head (softmax or sigmoid) applied to logits z, on the output's
+        last axis (each time step or pixel of an N-D output is a distribution, as Keras);
+        out: a float32 array of z's size (any shape), or None."""
+        C = self._rows[1] if self.built else z.shape[-1]
+        z2 = z.reshape(-1, C)
         if out is None:
-            out = np.empty(z2.shape, np.float32)
+            out = np.empty(z.shape, np.float32)
+        o2 = out.reshape(-1, C)
         if self._head == "softmax":
-            _core.softmax(z2, out)
+            _core.softmax(np.ascontiguousarray(z2), o2)
         elif self._head == "sigmoid":
-            np.negative(z2, out=out)
-            np.exp(out, out=out)
-            out += 1.0
-            np.reciprocal(out, out=out)
+            np.negative(z2, out=o2)
+            np.exp(o2, out=o2)
+            o2 += 1.0
+            np.reciprocal(o2, out=o2)
         else:
-            out[...] = z2
+            o2[...] = z2
         return out.reshape(z.shape)
 
     def _train_step(self, xb, yb, wb, m):
         """One TRAIN forward and backward (gradients in the blocks, regularizer
-        gradients added; no update); returns (weighted loss sum, logits)."""
+        gradients added; no update); returns (weighted loss sum over the batch's samples,
+        loss rows z, target rows, metric row weights)."""
         ctx = Context(TRAIN, m, step=self._step, seed=self.seed)
-        logits = self._forward(ctx, xb)
-        z = logits.reshape(m, -1)
-        grad = self._extra["dlogits"][:m].reshape(m, -1)
-        loss_sum = self.loss.forward_backward(z, yb, grad, wb)
+        logits, mask = self._forward(ctx, xb, want_mask=True)
+        z, yr = self._loss_rows(logits, yb, m)
+        grad = self._extra["dlogits"][:m].reshape(z.shape)
+        wl, wm = self._row_weights(wb, mask, m)
+        loss_sum = self.loss.forward_backward(z, yr, grad, wl)
+        R = z.shape[0] // m
+        if R != 1:          # the loss is the mean over the m*R rows: per sample, / R
+            loss_sum /= R
         self._backward(ctx, grad.reshape(logits.shape))
         for v in self._reg_vars:
             r = v.regularizer
             _core.regularize_grad(v.grad.reshape(-1), v.value.reshape(-1), r.l1, r.l2)
-        return loss_sum, z
+        return loss_sum, z, yr, wm
 
     def _update(self, segments):
         store = self._store
@@ -253,6 +345,7 @@ class Trainer(Inputs):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         verbose = 1 if verbose == "auto" else verbose
         x, y, w = self._inputs(x, y, sample_weight, class_weight)
+        y_shape = self._y_shape
         wv = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -289,8 +382,8 @@ class Trainer(Inputs):
         self._ensure(x.shape[1:], bs)
         xbuf = np.empty((bs,) + x.shape[1:], np.float32)
         ybuf = np.empty((bs,) + y.shape[1:], y.dtype)
-        wbuf = None if w is None else np.empty(bs, np.float32)
-        metric_fns = self._metric_fns()
+        wbuf = None if w is None else np.empty((bs,) + w.shape[1:], np.float32)
+        metric_fns = self._metric_fns(y_shape)
 
         history = _callbacks.History()
         cbs = list(callbacks or [])
@@ -323,8 +416,6 @@ class Trainer(Inputs):
             # uninterrupted run would
             order = np.random.default_rng(_random.derive(
                 self.seed, _random.KEY_SHUFFLE, self._step)).permutation(n) if shuffle else None
-            snapshot = (store.params.copy(), store.state.copy(), self.optimizer.state().copy(),
-                        self.optimizer.iterations, self._step)
             loss_total = 0.0
             sums = [0.0] * len(metric_fns)
             counts = [0] * len(metric_fns)
@@ -348,34 +439,22 @@ class Trainer(Inputs):
                     xb = np.take(x, idx, axis=0, out=xbuf[:m])
                     yb = np.take(y, idx, axis=0, out=ybuf[:m])
                     if w is not None:
-                        wb = np.take(w, idx, out=wbuf[:m])
+                        wb = np.take(w, idx, axis=0, out=wbuf[:m])
                 else:
                     xb, yb = x[lo:hi], y[lo:hi]
                     if w is not None:
                         wb = w[lo:hi]
-                loss_sum, z = self._train_step(xb, yb, wb, m)
-                batch_loss = loss_sum / m
-                if has_penalty:
-                    batch_loss += self._penalty()
-                if not math.isfinite(batch_loss):
-                    self._restore_if_nonfinite(snapshot)
-                    raise NonFiniteLossError(
-                        f"non-finite loss ({batch_loss}) at epoch {epoch + 1}, step {b + 1}: "
-                        f"training stopped; the weights keep their last finite values "
-                        f"(try a lower learning rate)")
-                for k, (_, f) in enumerate(metric_fns):
-                    s_, c_ = f(None, z, yb)
+                batch_loss, z, yr, wm = self._guarded_step(
+                    xb, yb, wb, m, segments, has_penalty, f"at epoch {epoch + 1}, step {b + 1}")
+                for k, (_, f, weighted) in enumerate(metric_fns):
+                    s_, c_ = f(z, yr, wm[weighted])
                     sums[k] += s_
                     counts[k] += c_
-                # one fused update of the trainable block: a KeyboardInterrupt lands before
-                # or after a step, never inside it
-                self._update(segments)
-                self._step += 1
                 loss_total += batch_loss * m
                 seen += m
                 logs = {"loss": loss_total / seen}
-                for k, (name, _) in enumerate(metric_fns):
-                    logs[name] = sums[k] / max(counts[k], 1)
+                for k, (name, _, _) in enumerate(metric_fns):
+                    logs[name] = sums[k] / counts[k] if counts[k] else 0.0
                 bar.update(b + 1, seen, logs)
                 for cb in cbs:
                     cb.on_train_batch_end(b, logs)
@@ -383,13 +462,16 @@ class Trainer(Inputs):
                     break
             if batches is not None:
                 batches.close()         # the source's on_epoch_end (also after a stop)
+            # an update with finite gradients can still overflow a weight (a huge learning
+            # rate): one check per epoch, so fit never returns such weights unannounced
+            self._check_weights_finite(f"after epoch {epoch + 1}")
             vb = None if vep is None else vep.epoch(ran_out=_VAL_RAN_OUT)
             if xv is not None or vb is not None:
                 vals = self._evaluate_arrays(
                     xv, yv, wv, max(bs, 256), metric_fns,
                     batches=None if vb is None else _adapters.Batches(self, vb, vsrc.kind, True))
                 logs["val_loss"] = vals["loss"]
-                for name, _ in metric_fns:
+                for name, _, _ in metric_fns:
                     logs["val_" + name] = vals[name]
             bar.epoch_end(steps if ep is None else ep.steps_done, seen, logs)
             for cb in cbs:
@@ -405,15 +487,84 @@ class Trainer(Inputs):
                 a.close()
         return history
 
-    def _restore_if_nonfinite(self, snapshot):
-        """Keep the current weights if finite, else go back to the epoch-start snapshot."""
+    def _guarded_step(self, xb, yb, wb, m, segments, has_penalty, where):
+        """A training step that is applied only when its loss and gradients are finite:
+        else every weight, optimizer slot and moving statistic stays as before it and
+        ``NonFiniteLossError`` says so.  Returns (batch loss, loss rows, target rows,
+        metric row weights)."""
         store = self._store
-        if not (np.isfinite(store.params).all() and np.isfinite(store.state).all()):
-            params, state, opt_state, iters, step = snapshot
-            store.params[...] = params
-            store.state[...] = state
-            self.optimizer.set_state(opt_state, iters)
-            self._step = step
+        # the moving statistics move during the forward pass: keep them (a few floats)
+        state0 = store.state.copy() if store.state.size else None
+        loss_sum, z, yr, wm = self._train_step(xb, yb, wb, m)
+        batch_loss = loss_sum / m
+        if has_penalty:
+            batch_loss += self._penalty()
+        bad = None
+        if not math.isfinite(batch_loss):
+            bad = f"non-finite loss ({batch_loss})"
+        elif not self._grads_finite(segments):
+            bad = (f"non-finite gradients, or gradients of magnitude >= {_GRAD_BOUND:.0e} "
+                   f"(float32 cannot hold their squares) (loss {batch_loss:.6g})")
+        elif state0 is not None and not _core.all_finite(store.state):
+            bad = f"non-finite moving statistics (loss {batch_loss:.6g})"
+        if bad is not None:
+            if state0 is not None:
+                store.state[...] = state0
+            raise NonFiniteLossError(self._nonfinite_message(bad, where))
+        # one fused update of the trainable block: a KeyboardInterrupt lands before
+        # or after a step, never inside it
+        self._update(segments)
+        self._step += 1
+        return batch_loss, z, yr, wm
+
+    def _grads_finite(self, segments):
+        """Every trainable gradient finite and below _GRAD_BOUND (one pass, fused with
+        nothing else: about a fifth of an Adam update's memory traffic)."""
+        g = self._store.grads
+        if segments is None:
+            return _core.all_below(g, _GRAD_BOUND)
+        return all(_core.all_below(g[lo:hi], _GRAD_BOUND) for lo, hi in segments)
+
+    def _nonfinite_layers(self):
+        bad = []
+        for v in self._store.vars:
+            if not np.isfinite(v.value).all():
+                name = v.layer.name if v.layer is not None else "?"
+                if name not in bad:
+                    bad.append(name)
+        return bad
+
+    def _nonfinite_message(self, what, where):
+        layers = self._nonfinite_layers()
+        if layers:
+            return (f"{what} {where}: training stopped; the step was not applied, but the "
+                    f"weights were already not finite in layer(s) {', '.join(layers)} (an "
+                    f"earlier update overflowed them: lower the learning rate and restore "
+                    f"the weights from a checkpoint)")
+        return (f"{what} {where}: training stopped; the step was not applied: every "
+                f"weight, optimizer slot and moving statistic is as before it (try a lower "
+                f"learning rate, scaled inputs, or clipnorm)")
+
+    def _check_weights_finite(self, where):
+        """Weights, moving statistics and optimizer slots all finite, else
+        ``NonFiniteLossError`` naming what is not (one pass; once per epoch)."""
+        store = self._store
+        slots = self.optimizer.state() if self.optimizer is not None else None
+        if _core.all_finite(store.params) and \
+                (not store.state.size or _core.all_finite(store.state)) and \
+                (slots is None or not slots.size or _core.all_finite(slots.reshape(-1))):
+            return
+        layers = self._nonfinite_layers()
+        if layers:
+            raise NonFiniteLossError(
+                f"the weights are not finite {where}, in layer(s) {', '.join(layers)}: an "
+                f"update overflowed them although the loss and gradients of its step were "
+                f"finite (lower the learning rate; restore the weights from a checkpoint)")
+        raise NonFiniteLossError(
+            f"the optimizer's slots are not finite {where} (the weights are finite): a "
+            f"gradient was too large for float32 arithmetic in the update, and the next "
+            f"update would make the weights NaN (lower the learning rate, scale the inputs, "
+            f"or set clipnorm/clipvalue; then compile again to reset the optimizer)")
 
     # ------------------------------------------------------------ evaluate/predict
     def _evaluate_arrays(self, x, y, w, batch_size, metric_fns, batches=None):
@@ -433,11 +584,12 @@ class Trainer(Inputs):
         for xb, yb, wb in batches:
             m = xb.shape[0]
             n += m
-            out = self._forward(Context(INFER, m), xb)
-            z = out.reshape(m, -1)
-            total += self.loss.sum_loss(z, yb, wb)
-            for k, (_, f) in enumerate(metric_fns):
-                s_, c_ = f(None, z, yb)
+            out, mask = self._forward(Context(INFER, m), xb, want_mask=True)
+            z, yr = self._loss_rows(out, yb, m)
+            wl, wm = self._row_weights(wb, mask, m)
+            total += self.loss.sum_loss(z, yr, wl) / (z.shape[0] // m)
+            for k, (_, f, weighted) in enumerate(metric_fns):
+                s_, c_ = f(z, yr, wm[weighted])
                 sums[k] += s_
                 counts[k] += c_
         if n == 0:
@@ -446,8 +598,8 @@ class Trainer(Inputs):
         reg = [v for v in store.weight_vars if v.regularizer is not None]
         loss = total / n + sum(v.regularizer(v.value) for v in reg)
         res = {"loss": loss}
-        for k, (name, _) in enumerate(metric_fns):
-            res[name] = sums[k] / max(counts[k], 1)
+        for k, (name, _, _) in enumerate(metric_fns):
+            res[name] = sums[k] / counts[k] if counts[k] else 0.0
         return res
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
@@ -476,7 +628,8 @@ class Trainer(Inputs):
             else:
                 x, y, w = _adapters.array_steps((x, y, w), steps, batch_size)
             t0 = time.perf_counter()
-            res = self._evaluate_arrays(x, y, w, batch_size, self._metric_fns(), batches=batches)
+            res = self._evaluate_arrays(x, y, w, batch_size, self._metric_fns(self._y_shape),
+                                        batches=batches)
             if src is not None:
                 src.close()
             if verbose and verbose != "auto":
@@ -518,7 +671,7 @@ class Trainer(Inputs):
                         out = np.empty(h.shape, np.float32)
                         _core.softmax(h, out)
                         return out
-                    return self._apply_head(h)
+                    return self._apply_head(h)   # on the last axis for N-D outputs
         with self._lock:
             if steps is not None and not _adapters.is_source(x):
                 x = _adapters.array_steps((np.asarray(x),), steps, batch_size or 32)[0]
@@ -558,7 +711,7 @@ class Trainer(Inputs):
         for lo in range(0, n, bs):
             hi = min(lo + bs, n)
             h = self._forward(Context(INFER, hi - lo), x[lo:hi])
-            self._apply_head(h, out[lo:hi].reshape(hi - lo, -1))
+            self._apply_head(h, out[lo:hi])
         return out
 
     def predict_on_batch(self, x):
@@ -567,8 +720,10 @@ class Trainer(Inputs):
 
     def __call__(self, x, training=False):
         """``model(x)`` equals ``predict(x)``; ``model(x, training=True)`` is one
-        stochastic training-mode forward pass (dropout on, batch statistics) without any
-        update, as in Keras."""
+        stochastic training-mode forward pass (dropout on, batch statistics), as in Keras
+        3: no weight update, but BatchNormalization's moving statistics move as in a
+        training step.  For Monte Carlo dropout use ``predict(x, mc_samples=T)``, which
+        keeps BatchNorm in inference mode and never touches its statistics."""
         if not training:
             return self.predict(x)
         with self._lock:
@@ -577,12 +732,8 @@ class Trainer(Inputs):
                 self._build(x.shape[1:])
             m = x.shape[0]
             self._ensure(x.shape[1:], m)
-            state = self._store.state.copy()
-            try:
-                h = self._forward(Context(TRAIN, m, step=self._step, seed=self.seed), x)
-                return self._apply_head(h)
-            finally:
-                self._store.state[...] = state   # no update of moving statistics
+            h = self._forward(Context(TRAIN, m, step=self._step, seed=self.seed), x)
+            return self._apply_head(h)
 
     def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
         """One training step on one batch; returns the loss (and metrics) of that batch
@@ -594,20 +745,14 @@ class Trainer(Inputs):
             segments = self._prepare_training()
             self.optimizer.build(self._store.params.size)
             self._ensure(x.shape[1:], m)
-            metric_fns = self._metric_fns()
-            snapshot = (self._store.params.copy(), self._store.state.copy(),
-                        self.optimizer.state().copy(), self.optimizer.iterations, self._step)
-            loss_sum, z = self._train_step(x, y, w, m)
-            loss = loss_sum / m + (self._penalty() if self._reg_vars else 0.0)
-            if not math.isfinite(loss):
-                self._restore_if_nonfinite(snapshot)
-                raise NonFiniteLossError(f"non-finite loss ({loss}) in train_on_batch")
+            metric_fns = self._metric_fns(self._y_shape)
+            loss, z, yr, wm = self._guarded_step(x, y, w, m, segments, bool(self._reg_vars),
+                                                 "in train_on_batch")
+            self._check_weights_finite("after train_on_batch")
             res = {"loss": loss}
-            for name, f in metric_fns:
-                s_, c_ = f(None, z, y)
-                res[name] = s_ / max(c_, 1)
-            self._update(segments)
-            self._step += 1
+            for name, f, weighted in metric_fns:
+                s_, c_ = f(z, yr, wm[weighted])
+                res[name] = s_ / c_ if c_ else 0.0
             return res if return_dict else (list(res.values()) if len(res) > 1 else loss)
 
     def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
@@ -635,7 +780,7 @@ class Trainer(Inputs):
                 self._step = _int_arg(step, "step", minimum=0)
             state = self._store.state.copy()
             try:
-                loss_sum, _ = self._train_step(x, y, w, m)
+                loss_sum = self._train_step(x, y, w, m)[0]
             finally:
                 self._step = saved_step
                 self._store.state[...] = state

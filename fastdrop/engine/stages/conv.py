@@ -235,6 +235,11 @@ class BatchNormStage(Stage):
         gamma = L.gamma if L.scale else None
         beta = L.beta if L.center else None
         self._train = ctx.training and L.trainable
+        self._valid = None
+        if self._train and ctx.seq_mask is not None:
+            keep = np.asarray(ctx.seq_mask).reshape(m, -1).astype(bool)
+            if not keep.all():
+                return self._masked_train_forward(x, y, keep, gamma, beta)
         if self._train:
             _core.batchnorm_train_forward(rows, c, _flat(x), _flat(y), self.buf["mean"],
                                           self.buf["invstd"], gamma, beta, L.epsilon,
@@ -247,6 +252,56 @@ class BatchNormStage(Stage):
         self._x = x
         return y
 
+    def _masked_train_forward(self, x, y, keep, gamma, beta):
+        """TRAIN with a sequence mask (BatchNormalization after Embedding(mask_zero=True)
+        and a layer that keeps the time axis): the batch moments over the valid steps
+        only, weighted as Keras's ``_moments(inputs, mask)`` (sums over sum(mask) + 1e-7),
+        every step normalised with them, the moving statistics updated from them."""
+        L = self.layer
+        c = self.in_shape[-1]
+        rows = self._rows(keep.shape[0])
+        per = rows // keep.size                       # rows per (sample, step)
+        w = np.repeat(keep.reshape(-1), per).astype(np.float64)
+        X = _flat(x).reshape(rows, c).astype(np.float64)
+        den = w.sum() + 1e-7
+        mean = (X * w[:, None]).sum(0) / den
+        var = (np.square((X - mean) * w[:, None])).sum(0) / den
+        mean32, var32 = mean.astype(np.float32), var.astype(np.float32)
+        _core.batchnorm_infer_forward(rows, c, _flat(x), _flat(y), mean32, var32, gamma, beta,
+                                      L.epsilon, self.buf["invstd"])
+        self.buf["mean"][...] = mean32
+        mom = np.float32(L.momentum)
+        L.moving_mean[...] = L.moving_mean * mom + mean32 * (np.float32(1.0) - mom)
+        L.moving_variance[...] = L.moving_variance * mom + var32 * (np.float32(1.0) - mom)
+        self._valid = (w, den)
+        self._x = x
+        return y
+
+    def _masked_backward(self, dy, dx, dgamma, dbeta):
+        """The exact backward of _masked_train_forward: the moments depend on the valid
+        rows only, the outputs of every row on the moments."""
+        L = self.layer
+        c = self.in_shape[-1]
+        w, den = self._valid
+        rows = w.shape[0]
+        X = _flat(self._x).reshape(rows, c).astype(np.float64)
+        D = np.asarray(dy, np.float64).reshape(rows, c)
+        mean = self.buf["mean"].astype(np.float64)
+        s = self.buf["invstd"].astype(np.float64)
+        xc = X - mean
+        if dgamma is not None:
+            dgamma[...] = (D * xc * s).sum(0)
+        if dbeta is not None:
+            dbeta[...] = D.sum(0)
+        if dx is None:
+            return None
+        G = D * L.gamma.astype(np.float64) if L.scale else D
+        dmu = -s * G.sum(0)
+        dvar = -0.5 * s ** 3 * (G * xc).sum(0)
+        d = G * s + w[:, None] * (dmu + 2.0 * dvar * xc) / den
+        _flat(dx)[...] = d.reshape(-1)
+        return dx
+
     def backward(self, ctx, dy, need_dx):
         L = self.layer
         m = ctx.m
@@ -256,6 +311,8 @@ class BatchNormStage(Stage):
         dbeta = _grad(L, "beta") if L.center else None
         if dx is None and dgamma is None and dbeta is None:
             return None
+        if self._train and getattr(self, "_valid", None) is not None:
+            return self._masked_backward(dy, dx, dgamma, dbeta)
         _core.batchnorm_backward(self._rows(m), c, _flat(np.ascontiguousarray(dy, np.float32)),
                                  _flat(self._x), self.buf["mean"], self.buf["invstd"],
                                  L.gamma if L.scale else None,

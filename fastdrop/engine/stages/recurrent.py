@@ -205,11 +205,23 @@ class BidirectionalStage(Stage):
             out *= np.float32(0.5)
         else:
             np.multiply(yf, yb, out=out)
+        # Keras: with return_sequences and a mask, both directions output zeros at masked
+        # steps (keras/src/layers/rnn/bidirectional.py sets zero_output_for_mask), so the
+        # merged output is zero there, whatever merge_mode
+        self._zero = None
+        if self.layer.return_sequences and ctx.seq_mask is not None:
+            keep = np.asarray(ctx.seq_mask).reshape(ctx.m, -1).astype(bool)
+            if not keep.all():
+                self._zero = ~keep
+                out[self._zero] = 0.0
         return out
 
     def backward(self, ctx, dy, need_dx):
         m = ctx.m
         dy = dy.reshape((m,) + self.out_shape)
+        if getattr(self, "_zero", None) is not None:     # zeroed outputs pass no gradient
+            dy = np.array(dy)
+            dy[self._zero] = 0.0
         yf = self.fwd.buf["out"][:m]
         yb = self.bwd.buf["out"][:m]
         rs = self.layer.return_sequences

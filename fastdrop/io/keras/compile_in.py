@@ -114,14 +114,16 @@ def _loss(ctx, spec):
         raise ctx.unsupported(f"loss {cls}: {e}") from None
 
 
-_METRIC_NAMES = {"accuracy": "accuracy", "acc": "accuracy",
+_METRIC_NAMES = {"accuracy": "accuracy", "acc": "acc",
                  "categorical_accuracy": "categorical_accuracy",
                  "CategoricalAccuracy": "categorical_accuracy",
                  "sparse_categorical_accuracy": "sparse_categorical_accuracy",
                  "SparseCategoricalAccuracy": "sparse_categorical_accuracy",
                  "binary_accuracy": "binary_accuracy", "BinaryAccuracy": "binary_accuracy",
-                 "mae": "mae", "mean_absolute_error": "mae", "MeanAbsoluteError": "mae",
-                 "mse": "mse", "mean_squared_error": "mse", "MeanSquaredError": "mse"}
+                 "mae": "mae", "mean_absolute_error": "mean_absolute_error",
+                 "MeanAbsoluteError": "mean_absolute_error", "mse": "mse",
+                 "mean_squared_error": "mean_squared_error",
+                 "MeanSquaredError": "mean_squared_error"}
 
 
 def _metrics(ctx, spec):
@@ -304,15 +306,16 @@ def _compile(ctx, model, cc):
     opt_spec = cc.get("optimizer", cc.get("optimizer_config"))
     if opt_spec is None or cc.get("loss") is None:
         return False
-    for k in ("loss_weights", "weighted_metrics"):
+    for k in ("loss_weights",):
         if cc.get(k) not in (None, [], {}):
             raise ctx.unsupported(f"the compile setting {k}={cc[k]!r:.60} is not available "
                                   "in fastdrop")
     opt = _optimizer(ctx, opt_spec)
     loss = _loss(ctx, cc["loss"])
     metrics = _metrics(ctx, cc.get("metrics"))
+    wmetrics = _metrics(ctx, cc.get("weighted_metrics"))
     try:
-        model.compile(optimizer=opt, loss=loss, metrics=metrics)
+        model.compile(optimizer=opt, loss=loss, metrics=metrics, weighted_metrics=wmetrics)
     except ValueError as e:
         raise ctx.unsupported(f"compiling as the file says failed: {e}") from None
     return True

@@ -153,33 +153,7 @@ def _translate(ctx, model_cfg, keras_version):
             paths[s["config"]["name"]] = base
     for lay in out:
         lay.path = paths.get(lay.kname)
-    _check_masked_bidirectional(ctx, out)
     return cfg.get("name") or "sequential", out, shape, kclass
-
-
-_MASK_CONSUMERS = ("SimpleRNN", "LSTM", "GRU", "Bidirectional", "GlobalAveragePooling1D")
-
-
-def _check_masked_bidirectional(ctx, plan):
-    """Keras zeroes a Bidirectional layer's outputs at masked steps (return_sequences with a
-    mask); fastdrop carries the previous output, as a plain RNN does.  The two agree when
-    the next layer skips masked steps; otherwise the model is refused, not mistranslated."""
-    masked = False
-    for k, lay in enumerate(plan):
-        if lay.kclass == "Embedding" and lay.layers[0].mask_zero:
-            masked = True
-        elif lay.kclass in ("SimpleRNN", "LSTM", "GRU") and \
-                not lay.layers[0].return_sequences:
-            masked = False
-        elif lay.kclass in ("GlobalAveragePooling1D", "GlobalMaxPooling1D", "Flatten"):
-            masked = False
-        if masked and lay.kclass == "Bidirectional" and lay.layers[0].return_sequences:
-            nxt = plan[k + 1].kclass if k + 1 < len(plan) else None
-            if nxt not in _MASK_CONSUMERS:
-                raise ctx.unsupported(
-                    f"layer {lay.kname!r} (Bidirectional, return_sequences=True) outputs "
-                    f"zeros at masked steps in Keras, which fastdrop does not do; it is "
-                    f"followed by {nxt or 'the model output'!s}, which would see them")
 
 
 def _model_class():

@@ -207,7 +207,7 @@ def _compile_out(model):
         return None
     return {"optimizer": _optimizer_out(model.optimizer), "loss": _loss_out(model.loss),
             "loss_weights": None, "metrics": list(model.metrics) or None,
-            "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
+            "weighted_metrics": list(model.weighted_metrics) or None, "run_eagerly": False, "steps_per_execution": 1,
             "jit_compile": False}
 
 
@@ -397,7 +397,7 @@ def save_h5(model, filepath):
                 opt = cc["optimizer"]
                 f.attrs["training_config"] = json.dumps({
                     "loss": cc["loss"], "metrics": cc["metrics"], "loss_weights": None,
-                    "weighted_metrics": None,
+                    "weighted_metrics": cc["weighted_metrics"],
                     "optimizer_config": {"class_name": opt["class_name"],
                                          "config": opt["config"]}})
                 og = f.create_group("optimizer_weights")
