@@ -16,12 +16,11 @@ import pytest
 
 import fastdrop
 from fastdrop import _core
-from fastdrop import kernels as K
-from fastdrop import reference as R
+from fastdrop.benchmarks.cases import dropout as D
 
 SIZES = {"1M": 1 << 20, "32M": 32 << 20}
 RATE = 0.5
-SEED = 1234
+SEED = D.SEED
 ISAS = _core.isa_supported()
 BEST = ISAS[-1]
 
@@ -29,10 +28,13 @@ BEST = ISAS[-1]
 @pytest.fixture(scope="module", params=list(SIZES), ids=list(SIZES))
 def arrays(request):
     n = SIZES[request.param]
-    x = np.random.default_rng(0).standard_normal(n, dtype=np.float32)
-    y = np.empty_like(x)
-    _, mask = K.dropout(x, RATE, SEED)
+    x, y, mask = D.arrays(n, np.random.default_rng(0), RATE, SEED)
     return request.param, x, y, mask
+
+
+def _sides(direction, x, y, mask):
+    """fastdrop through the public ``fastdrop.kernels`` API (``bench`` times ``_core``)."""
+    return D.dropout_sides(direction, x, y, mask, RATE, SEED, api="public")
 
 
 def _info(benchmark, group, n, nbytes):
@@ -62,17 +64,17 @@ VARIANT_IDS = [f"{isa}-{'1thread' if t == 1 else 'allthreads'}" for isa, t in VA
 
 @pytest.mark.parametrize("isa,threads", VARIANTS, ids=VARIANT_IDS)
 def test_forward_fastdrop(benchmark, arrays, on_path, isa, threads):
-    size, x, y, _ = arrays
+    size, x, y, mask = arrays
     on_path(isa, threads)
     _info(benchmark, f"dropout-forward-{size}", x.size, 8 * x.size + x.size // 8)
-    benchmark(K.dropout, x, RATE, SEED, out=y)
+    benchmark(_sides("forward", x, y, mask)["fastdrop"])
 
 
 def test_forward_reference(benchmark, arrays):
-    size, x, _, _ = arrays
+    size, x, y, mask = arrays
     _info(benchmark, f"dropout-forward-{size}", x.size, 8 * x.size + x.size // 8)
-    benchmark.pedantic(R.dropout, (x, RATE, SEED), rounds=3 if x.size > 1 << 22 else 10,
-                       warmup_rounds=1)
+    benchmark.pedantic(_sides("forward", x, y, mask)["reference"],
+                       rounds=3 if x.size > 1 << 22 else 10, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("isa,threads", VARIANTS, ids=VARIANT_IDS)
@@ -80,19 +82,19 @@ def test_backward_fastdrop(benchmark, arrays, on_path, isa, threads):
     size, x, y, mask = arrays
     on_path(isa, threads)
     _info(benchmark, f"dropout-backward-{size}", x.size, 8 * x.size + x.size // 8)
-    benchmark(K.dropout_backward, x, mask, RATE, out=y)
+    benchmark(_sides("backward", x, y, mask)["fastdrop"])
 
 
 def test_backward_reference(benchmark, arrays):
-    size, x, _, mask = arrays
+    size, x, y, mask = arrays
     _info(benchmark, f"dropout-backward-{size}", x.size, 8 * x.size + x.size // 8)
-    benchmark.pedantic(R.dropout_backward, (x, mask, RATE),
+    benchmark.pedantic(_sides("backward", x, y, mask)["reference"],
                        rounds=3 if x.size > 1 << 22 else 10, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_memcpy_copyto(benchmark, arrays, direction):
-    size, x, y, _ = arrays
+    size, x, y, mask = arrays
     _info(benchmark, f"dropout-{direction}-{size}", x.size, 8 * x.size)
     benchmark.extra_info["threads"] = 1
-    benchmark(np.copyto, y, x)
+    benchmark(_sides(direction, x, y, mask)["memcpy"])

@@ -20,8 +20,8 @@ Targets, as the ratio of the best rounds in one group: >= 0.95 (square 1024/2048
 import numpy as np
 import pytest
 
-from fastdrop import _core, kernels as K
-from fastdrop._bench import _cpu_count
+from fastdrop.benchmarks.cases import gemm as G
+from fastdrop.benchmarks.harness import cpu_count as _cpu_count
 
 ALL_THREADS = _cpu_count()  # cores this process may run on
 
@@ -50,10 +50,7 @@ def operands():
     def get(m, n, k, ta, tb):
         key = (m, n, k, ta, tb)
         if key not in cache:
-            rng = np.random.default_rng(m * 31 + n * 7 + k)
-            a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
-            b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
-            cache[key] = (a, b, np.empty((m, n), np.float32))
+            cache[key] = G.operands(m, n, k, ta, tb, np.random.default_rng(m * 31 + n * 7 + k))
         return cache[key]
 
     return get
@@ -70,7 +67,7 @@ def test_gemm_fastdrop(benchmark, operands, threads, record, shape, t):
     a, b, out = operands(m, n, k, ta, tb)
     threads(t)
     _group(benchmark, name, m, n, k, t)
-    benchmark(K.gemm, a, b, out, trans_a=ta, trans_b=tb)
+    benchmark(G.gemm_sides(a, b, out, ta, tb, api="public")["fastdrop"])
     record(benchmark, flops=2.0 * m * n * k)
 
 
@@ -83,7 +80,7 @@ def test_gemm_fastdrop_core(benchmark, operands, threads, record, shape, t):
     a, b, out = operands(m, n, k, ta, tb)
     threads(t)
     _group(benchmark, name, m, n, k, t)
-    benchmark(_core.gemm, a, b, out, ta, tb, 1.0, 0.0)
+    benchmark(G.gemm_sides(a, b, out, ta, tb, api="core")["fastdrop"])
     record(benchmark, flops=2.0 * m * n * k)
 
 
@@ -91,9 +88,7 @@ def test_gemm_fastdrop_core(benchmark, operands, threads, record, shape, t):
 def test_gemm_numpy(benchmark, operands, threads, record, shape, t):
     name, m, n, k, ta, tb = shape
     a, b, out = operands(m, n, k, ta, tb)
-    at = a.T if ta else a
-    bt = b.T if tb else b
     threads(t)
     _group(benchmark, name, m, n, k, t)
-    benchmark(np.matmul, at, bt, out=out)
+    benchmark(G.gemm_sides(a, b, out, ta, tb)["numpy"])
     record(benchmark, flops=2.0 * m * n * k)

@@ -22,7 +22,8 @@ keras = pytest.importorskip("keras")
 torch = pytest.importorskip("torch")
 
 import fastdrop  # noqa: E402
-from fastdrop._bench import _cpu_count  # noqa: E402
+from fastdrop.benchmarks import peers  # noqa: E402
+from fastdrop.benchmarks.harness import cpu_count as _cpu_count  # noqa: E402
 from fastdrop.models import load_model  # noqa: E402
 
 T = 30
@@ -31,20 +32,13 @@ THREADS = _cpu_count()
 
 
 def _mlp():
-    L = keras.layers
-    m = keras.Sequential([keras.Input((784,)), L.Dense(512, activation="relu"),
-                          L.Dropout(0.5), L.Dense(512, activation="relu"), L.Dropout(0.5),
-                          L.Dense(10, activation="softmax")])
-    return m, np.random.default_rng(0).random((N, 784), dtype=np.float32)
+    return peers.keras_model("mlp"), np.random.default_rng(0).random((N, 784),
+                                                                     dtype=np.float32)
 
 
 def _cnn():
-    L = keras.layers
-    m = keras.Sequential([keras.Input((28, 28, 1)), L.Conv2D(32, 3), L.BatchNormalization(),
-                          L.Activation("relu"), L.SpatialDropout2D(0.2), L.MaxPooling2D(2),
-                          L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten(),
-                          L.Dropout(0.5), L.Dense(10, activation="softmax")])
-    return m, np.random.default_rng(0).random((N, 28, 28, 1), dtype=np.float32)
+    return peers.keras_model("cnn"), np.random.default_rng(0).random((N, 28, 28, 1),
+                                                                     dtype=np.float32)
 
 
 MODELS = {"mlp": _mlp, "cnn": _cnn}
@@ -66,10 +60,7 @@ def pair(request, tmp_path_factory):
 
 
 def keras_mc(km, xt):
-    with torch.no_grad():
-        outs = [km(xt, training=True) for _ in range(T)]
-    s = torch.stack(outs)
-    return s.mean(0), s.std(0)
+    return peers.keras_mc(km, xt, T)
 
 
 def fastdrop_mc(fm, x):

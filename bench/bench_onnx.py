@@ -34,56 +34,23 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import fastdrop  # noqa: E402
-from fastdrop.layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D  # noqa: E402
-from fastdrop.models import Sequential  # noqa: E402
+from fastdrop.benchmarks.cases import cnn  # noqa: E402
 
 THREADS = 2
 T = 30
 ROUNDS = 7
 #: timed repetitions inside one round, per case (a round is ~50-300 ms per side)
 REPS = {"predict-b256": 3, "predict-b1": 200, "mc30-b256": 1, "mc30-b1": 20}
-
-
-def mnist_convnet(seed=0):
-    return Sequential([Input((28, 28, 1)), Conv2D(32, 3, activation="relu"), MaxPooling2D(2),
-                       Conv2D(64, 3, activation="relu"), MaxPooling2D(2), Flatten(),
-                       Dropout(0.5), Dense(10, activation="softmax")], seed=seed)
-
-
-def ort_session(model, mc_dropout):
-    from fastdrop.io.onnx import to_onnx
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = THREADS
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(to_onnx(model, mc_dropout=mc_dropout).SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+mnist_convnet = cnn.mnist_convnet
 
 
 def cases(model, x256, x1):
-    """{case: (fastdrop fn, onnxruntime fn, reps)} on the same inputs."""
-    det = ort_session(model, False)
-    mc = ort_session(model, True)
-
-    def ort_predict(x):
-        return det.run(None, {"input": x})[0]
-
-    def ort_mc(x):
-        ys = np.stack([mc.run(None, {"input": x})[0] for _ in range(T)])
-        return ys.mean(0), ys.std(0)
-
-    def ort_mc_tiled(x):
-        ys = mc.run(None, {"input": np.tile(x, (T, 1, 1, 1))})[0].reshape((T,) + (len(x), -1))
-        return ys.mean(0), ys.std(0)
-
-    return {
-        "predict-b256": (lambda: model.predict(x256), lambda: ort_predict(x256)),
-        "predict-b1": (lambda: model.predict(x1), lambda: ort_predict(x1)),
-        "mc30-b256": (lambda: model.predict(x256, mc_samples=T),
-                      lambda: ort_mc(x256), lambda: ort_mc_tiled(x256)),
-        "mc30-b1": (lambda: model.predict(x1, mc_samples=T),
-                    lambda: ort_mc(x1), lambda: ort_mc_tiled(x1)),
-    }
+    """{case: (fastdrop fn, onnxruntime fn[, onnxruntime on the tiled batch])} on the same
+    inputs (``fastdrop.benchmarks.cases.cnn.onnx_sides``)."""
+    b256 = cnn.onnx_sides(model, x256, T, THREADS)
+    b1 = cnn.onnx_sides(model, x1, T, THREADS)
+    return {"predict-b256": b256["predict"], "predict-b1": b1["predict"],
+            "mc30-b256": b256["mc"], "mc30-b1": b1["mc"]}
 
 
 def _timed(fn, reps):

@@ -20,9 +20,9 @@ against 50 plain ``predict`` calls on the same inputs.
 import numpy as np
 import pytest
 
-from fastdrop._bench import (_cpu_count, _fastdrop_model, _torch_model, fastdrop_trainer,
-                             reference_trainer, torch_trainer)
-from fastdrop.reference import ReferenceTrainer
+from fastdrop.benchmarks import peers
+from fastdrop.benchmarks.cases import mlp
+from fastdrop.benchmarks.harness import cpu_count as _cpu_count
 
 ALL_THREADS = _cpu_count()
 BATCH = 128
@@ -44,9 +44,7 @@ def data(request):
     name = request.param
     sizes = MODELS[name]
     steps = STEPS[name]
-    rng = np.random.default_rng(0)
-    x = rng.random((steps * BATCH, sizes[0]), dtype=np.float32)
-    y = rng.integers(0, sizes[-1], steps * BATCH).astype(np.int64)
+    x, y = mlp.train_data(sizes, steps, BATCH, np.random.default_rng(0))
     return name, sizes, x, y
 
 
@@ -59,7 +57,7 @@ def _train_info(benchmark, record, impl, name, nthreads, steps):
 def test_train_fastdrop(benchmark, data, threads, record, nthreads):
     name, sizes, x, y = data
     threads(nthreads)
-    fn, steps, _ = fastdrop_trainer(sizes, x, y, BATCH, RATE, warmup=False)
+    fn, steps, _ = mlp.fastdrop_trainer(sizes, x, y, BATCH, RATE, warmup=False)
     benchmark.group = f"train-{name}-{nthreads}T"
     benchmark.pedantic(fn, rounds=8, iterations=1, warmup_rounds=1)
     _train_info(benchmark, record, "fastdrop", name, nthreads, steps)
@@ -69,7 +67,7 @@ def test_train_fastdrop(benchmark, data, threads, record, nthreads):
 def test_train_reference(benchmark, data, threads, record, nthreads):
     name, sizes, x, y = data
     threads(nthreads)
-    fn, steps, _ = reference_trainer(sizes, x, y, BATCH, RATE)
+    fn, steps, _ = peers.reference_trainer(sizes, x, y, BATCH, RATE)
     benchmark.group = f"train-{name}-{nthreads}T"
     benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=1)
     _train_info(benchmark, record, "reference", name, nthreads, steps)
@@ -81,7 +79,7 @@ def test_train_torch(benchmark, data, threads, record, nthreads):
     name, sizes, x, y = data
     threads(nthreads)
     torch.set_num_threads(nthreads)
-    fn, steps, _ = torch_trainer(torch, sizes, x, y, BATCH, RATE, warmup=False)
+    fn, steps, _ = peers.torch_mlp_trainer(torch, sizes, x, y, BATCH, RATE, warmup=False)
     benchmark.group = f"train-{name}-{nthreads}T"
     benchmark.pedantic(fn, rounds=8, iterations=1, warmup_rounds=1)
     _train_info(benchmark, record, "torch", name, nthreads, steps)
@@ -92,55 +90,40 @@ SMALL = MODELS["784-256-256-10"]
 
 
 @pytest.fixture(scope="module")
-def small_models():
-    model = _fastdrop_model(SMALL, RATE)
-    model.build(SMALL[0])
-    ref = ReferenceTrainer(list(SMALL), rate=RATE, seed=0)
-    x = np.random.default_rng(1).random((1024, SMALL[0]), dtype=np.float32)
-    return model, ref, x
+def small_inputs():
+    return np.random.default_rng(1).random((1024, SMALL[0]), dtype=np.float32)
 
 
 PREDICT_BATCHES = [1, 1024]
 
 
-@pytest.mark.parametrize("batch", PREDICT_BATCHES, ids=[f"batch{b}" for b in PREDICT_BATCHES])
-def test_predict_fastdrop(benchmark, small_models, threads, record, batch):
-    model, _, x = small_models
-    threads(ALL_THREADS)
-    xb = np.ascontiguousarray(x[:batch])
-    model.predict(xb)
+def _predict(benchmark, record, small_inputs, batch, side, torch=None):
+    fn = mlp.predict_sides(SMALL, RATE, np.ascontiguousarray(small_inputs[:batch]),
+                           torch)[side]
+    fn()
     benchmark.group = f"predict-784-256-256-10-batch{batch}"
-    benchmark(model.predict, xb)
+    benchmark(fn)
     record(benchmark, samples=batch, threads=ALL_THREADS)
 
 
 @pytest.mark.parametrize("batch", PREDICT_BATCHES, ids=[f"batch{b}" for b in PREDICT_BATCHES])
-def test_predict_reference(benchmark, small_models, threads, record, batch):
-    _, ref, x = small_models
+def test_predict_fastdrop(benchmark, small_inputs, threads, record, batch):
     threads(ALL_THREADS)
-    xb = np.ascontiguousarray(x[:batch])
-    benchmark.group = f"predict-784-256-256-10-batch{batch}"
-    benchmark(ref.predict, xb)
-    record(benchmark, samples=batch, threads=ALL_THREADS)
+    _predict(benchmark, record, small_inputs, batch, "fastdrop")
 
 
 @pytest.mark.parametrize("batch", PREDICT_BATCHES, ids=[f"batch{b}" for b in PREDICT_BATCHES])
-def test_predict_torch(benchmark, small_models, threads, record, batch):
+def test_predict_reference(benchmark, small_inputs, threads, record, batch):
+    threads(ALL_THREADS)
+    _predict(benchmark, record, small_inputs, batch, "reference")
+
+
+@pytest.mark.parametrize("batch", PREDICT_BATCHES, ids=[f"batch{b}" for b in PREDICT_BATCHES])
+def test_predict_torch(benchmark, small_inputs, threads, record, batch):
     torch = _torch()
-    _, _, x = small_models
     threads(ALL_THREADS)
     torch.set_num_threads(ALL_THREADS)
-    tm, _ = _torch_model(torch, SMALL, RATE)
-    tm.eval()
-    xt = torch.from_numpy(np.ascontiguousarray(x[:batch]))
-
-    def predict():
-        with torch.inference_mode():
-            return torch.nn.functional.softmax(tm(xt), dim=1)
-
-    benchmark.group = f"predict-784-256-256-10-batch{batch}"
-    benchmark(predict)
-    record(benchmark, samples=batch, threads=ALL_THREADS)
+    _predict(benchmark, record, small_inputs, batch, "torch", torch)
 
 
 # ------------------------------------------------------------------ MC dropout, T=50
@@ -151,31 +134,23 @@ MC_INPUTS = 128
 
 @pytest.fixture(scope="module")
 def big_model():
-    model = _fastdrop_model(BIG, RATE)
+    model = mlp.fastdrop_mlp(BIG, RATE)
     model.build(BIG[0])
     x = np.random.default_rng(2).random((MC_INPUTS, BIG[0]), dtype=np.float32)
-    return model, x
+    return mlp.mc_sides(model, x, T)
 
 
 def test_mc_dropout_fastdrop(benchmark, big_model, threads, record):
-    model, x = big_model
     threads(ALL_THREADS)
-    model.predict(x, mc_samples=T, seed=0)
+    big_model["mc"]()
     benchmark.group = f"mc-dropout-T{T}-784-1024-1024-10-{MC_INPUTS}inputs"
-    benchmark.pedantic(model.predict, (x,), {"mc_samples": T, "seed": 0}, rounds=5,
-                       iterations=1, warmup_rounds=1)
+    benchmark.pedantic(big_model["mc"], rounds=5, iterations=1, warmup_rounds=1)
     record(benchmark, samples=MC_INPUTS, passes=T, threads=ALL_THREADS)
 
 
 def test_mc_dropout_50x_predict(benchmark, big_model, threads, record):
     """The baseline: T plain (dropout off) predictions of the same inputs."""
-    model, x = big_model
     threads(ALL_THREADS)
-
-    def many():
-        for _ in range(T):
-            model.predict(x)
-
     benchmark.group = f"mc-dropout-T{T}-784-1024-1024-10-{MC_INPUTS}inputs"
-    benchmark.pedantic(many, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(big_model["predicts"], rounds=5, iterations=1, warmup_rounds=1)
     record(benchmark, samples=MC_INPUTS, passes=T, threads=ALL_THREADS)

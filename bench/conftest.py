@@ -9,13 +9,18 @@ benchmark sits in one ``benchmark.group`` with the baseline it is compared with 
 reference, ``np.copyto`` memcpy, PyTorch when importable), on the same inputs, and records
 throughput (GB/s, GFLOP/s, samples/s, from the best round) in ``extra_info``.  Without
 pytest-benchmark installed the suites are not collected (``pip install ".[test]"``).
+
+The cases themselves — inputs and the callables of fastdrop and of each baseline — come
+from ``fastdrop.benchmarks.cases`` (one module per family; baselines from
+``fastdrop.benchmarks.peers``): the same functions ``python -m fastdrop bench`` times.
+These files only choose sizes, thread counts and groups.
 """
 import os
 
 import pytest
 
 import fastdrop
-from fastdrop._bench import _cpu_count
+from fastdrop.benchmarks.harness import cpu_count as _cpu_count
 
 try:
     import pytest_benchmark  # noqa: F401

@@ -1,4 +1,4 @@
-"""Smoke test of ``python -m fastdrop bench`` (fastdrop._bench) with a seconds-long plan of
+"""Smoke test of ``python -m fastdrop bench`` (fastdrop.benchmarks.runner) with a seconds-long plan of
 tiny sizes: the report prints, the JSON file is valid and complete, plots are written
 (or skipped with a notice without matplotlib).  No timing assertions: performance is
 tracked by the benchmarks, not by tests."""
@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from fastdrop import _bench
+from fastdrop.benchmarks import harness, report, runner
 from fastdrop import cli
 
 SECTIONS = {"gemm", "dropout", "relu", "softmax_cross_entropy", "adam", "train",
@@ -58,7 +58,7 @@ def test_bench_main_tiny(tmp_path, capsys):
     path = tmp_path / "out" / "bench.json"
     plots = tmp_path / "plots"
     args = argparse.Namespace(json=str(path), plots=str(plots), threads=0, quick=True)
-    assert _bench.main(args, cfg=_bench.tiny_config()) == 0
+    assert runner.main(args, cfg=runner.tiny_config()) == 0
     out = capsys.readouterr()
     data = json.loads(path.read_text())
     _check(data)
@@ -77,9 +77,9 @@ def test_bench_main_tiny(tmp_path, capsys):
 def test_cli_bench_subcommand(tmp_path, monkeypatch, capsys):
     """``python -m fastdrop bench --quick --json PATH`` through the real argument parser,
     with the tiny plan (and no re-exec, whatever the environment)."""
-    monkeypatch.setattr(_bench, "config", lambda quick=False, threads=0, torch=True:
-                        dict(_bench.tiny_config(), quick=quick))
-    monkeypatch.setenv(_bench._CHILD_ENV, "{}")
+    monkeypatch.setattr(runner, "config", lambda quick=False, threads=0, torch=True:
+                        dict(runner.tiny_config(), quick=quick))
+    monkeypatch.setenv(runner._CHILD_ENV, "{}")
     path = tmp_path / "b.json"
     assert cli.main(["bench", "--quick", "--json", str(path), "--plots", ""]) == 0
     _check(json.loads(path.read_text()))
@@ -89,26 +89,26 @@ def test_cli_bench_subcommand(tmp_path, monkeypatch, capsys):
 def test_reexec_drops_openblas_env():
     calls = []
 
-    def runner(argv, env):
+    def fake_run(argv, env):
         calls.append((argv, env))
         return types.SimpleNamespace(returncode=0)
 
     args = argparse.Namespace(json="x.json", plots="p", threads=2, quick=True)
     environ = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "1048576", "KEEP": "1"}
-    assert _bench._reexec_without_openblas_env(args, environ, runner) == 0
+    assert runner._reexec_without_openblas_env(args, environ, fake_run) == 0
     argv, env = calls[0]
     assert argv[1:4] == ["-m", "fastdrop", "bench"]
     assert {"--quick", "--json", "x.json", "--plots", "p", "--threads", "2"} <= set(argv)
     assert "OPENBLAS_CORETYPE" not in env and "OPENBLAS_L2_SIZE" not in env
     assert env["KEEP"] == "1"
-    assert json.loads(env[_bench._CHILD_ENV]) == {"OPENBLAS_CORETYPE": "Haswell",
+    assert json.loads(env[runner._CHILD_ENV]) == {"OPENBLAS_CORETYPE": "Haswell",
                                                   "OPENBLAS_L2_SIZE": "1048576"}
 
 
 def test_measure_and_format_helpers():
-    r = _bench.measure({"a": lambda: None, "b": _bench.Case(lambda: sum(range(10))),
+    r = harness.measure({"a": lambda: None, "b": harness.Case(lambda: sum(range(10))),
                         "skip": None}, budget=0.001, sample_s=0.0005, min_samples=2)
     assert set(r) == {"a", "b"}
     assert all(v["samples"] >= 2 and 0 < v["best"] <= v["median"] for v in r.values())
-    assert _bench._x(1.0712, "numpy") == "1.07× numpy"
-    assert _bench._x(None) == "—"
+    assert report._x(1.0712, "numpy") == "1.07× numpy"
+    assert report._x(None) == "—"

@@ -20,7 +20,7 @@ FLOORS = [
     ("fastdrop.losses", "fastdrop.optimizers", "fastdrop.callbacks", "fastdrop.datasets"),
     ("fastdrop.io",),
     ("fastdrop.models",),
-    ("fastdrop.uncertainty", "fastdrop.integrations", "fastdrop.benchmarks", "fastdrop._bench"),
+    ("fastdrop.uncertainty", "fastdrop.integrations", "fastdrop.benchmarks"),
     ("fastdrop.cli", "fastdrop.tune", "fastdrop.sklearn", "fastdrop.__main__", "fastdrop"),
 ]
 
@@ -117,5 +117,24 @@ def test_no_import_circle():
 
 def test_no_monolith():
     big = {m: sum(1 for _ in open(p, encoding="utf-8")) for m, p in modules().items()}
-    big = {m: n for m, n in big.items() if n > 800 and m != "fastdrop._bench"}
+    big = {m: n for m, n in big.items() if n > 800}
     assert not big, f"modules over 800 lines: {big}"
+
+
+def test_benchmarks_in_small_files():
+    """The benchmarks are cases per family, peers, harness, runner and report: no module of
+    fastdrop/benchmarks/ over ~600 lines, and no benchmark module left beside them."""
+    mods = modules()
+    big = {m: sum(1 for _ in open(p, encoding="utf-8")) for m, p in mods.items()
+           if m.startswith("fastdrop.benchmarks")}
+    assert not {m: n for m, n in big.items() if n > 600}, big
+    assert "fastdrop._bench" not in mods
+
+
+def test_integrations_never_import_cli():
+    """The integration depends on nothing of the command line (the reverse is fine),
+    neither at module level nor lazily inside a function."""
+    edges = imports(modules())
+    bad = sorted(f"{a} -> {b}" for a, bs in edges.items() if a.startswith("fastdrop.integrations")
+                 for b in bs if b == "fastdrop.cli" or b.startswith("fastdrop.cli."))
+    assert not bad, bad

@@ -240,8 +240,8 @@ def cmd_convert(args):
 
 
 def cmd_bench(args):
-    from .. import _bench
-    return _bench.main(args)
+    from ..benchmarks import runner
+    return runner.main(args)
 
 
 def cmd_tune(args):

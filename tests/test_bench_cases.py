@@ -1,0 +1,280 @@
+"""Every benchmark case of ``fastdrop.benchmarks.cases`` runs in a tiny configuration: each
+side of each case function is called once on small inputs (fastdrop's side checked against
+its baseline where both compute the same thing), and each family's ``bench(ctx)`` section
+runs on a plan of tiny sizes.  The pytest-benchmark files under ``bench/`` and
+``python -m fastdrop bench`` call these same functions.  Nothing here is timed: performance
+is tracked by the benchmarks, not by tests."""
+import ast
+import math
+import os
+
+import numpy as np
+import pytest
+
+import fastdrop
+from fastdrop.benchmarks import harness, peers, runner
+from fastdrop.benchmarks.cases import (FAMILIES, activations, cnn, common, dropout, gemm, losses,
+                                       mlp, optim, rnn)
+
+
+def _call_all(sides):
+    """Call every side that exists once; returns the names called."""
+    called = []
+    for name, fn in sides.items():
+        if fn is not None:
+            fn()
+            called.append(name)
+    return called
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = fastdrop.get_num_threads()
+    yield
+    fastdrop.set_num_threads(old)
+
+
+@pytest.mark.parametrize("api", ["core", "public"])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+def test_gemm_sides_agree(rng, api, ta, tb):
+    a, b, out = gemm.operands(7, 5, 9, ta, tb, rng)
+    out_np = np.empty_like(out)
+    s = gemm.gemm_sides(a, b, out, ta, tb, out_numpy=out_np, api=api)
+    assert _call_all(s) == ["fastdrop", "numpy"]
+    np.testing.assert_allclose(out, out_np, rtol=1e-5, atol=1e-5)
+
+
+def test_bias_sides(rng):
+    x, b, out, col = gemm.bias_operands(6, 10, rng)
+    s = gemm.bias_add_sides(x, b, out)
+    _call_all(s)
+    np.testing.assert_allclose(out, x + b, rtol=1e-6)
+    c = gemm.colsum_sides(x, col)
+    c["fastdrop"]()
+    np.testing.assert_allclose(col, x.sum(0), rtol=1e-5, atol=1e-5)
+    assert _call_all(c) == ["fastdrop", "numpy"]
+
+
+@pytest.mark.parametrize("api", ["core", "public"])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_dropout_sides(rng, api, direction):
+    from fastdrop import reference as R
+    x, y, mask = dropout.arrays(1000, rng)
+    s = dropout.dropout_sides(direction, x, y, mask, api=api)
+    s["fastdrop"]()
+    if direction == "forward":
+        want = R.dropout(x, 0.5, dropout.SEED)[0]
+    else:
+        want = R.dropout_backward(x, mask, 0.5)
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+    assert _call_all(s) == ["fastdrop", "memcpy", "reference"]
+    s = dropout.dropout_sides(direction, x, y, mask, baselines=False)
+    assert s["reference"] is None and s["torch"] is None
+
+
+@pytest.mark.parametrize("api", ["core", "public"])
+@pytest.mark.parametrize("kernel", activations.RELU_KERNELS)
+def test_relu_sides(rng, api, kernel):
+    x, g, y, out = activations.arrays(500, rng)
+    s = activations.relu_sides(kernel, x, g, y, out, api=api)
+    s["fastdrop"]()
+    want = y if kernel == "relu" else g * (x > 0)
+    np.testing.assert_array_equal(out, want)
+    assert _call_all(s) == ["fastdrop", "numpy", "reference", "memcpy"]
+
+
+@pytest.mark.parametrize("name", activations.names())
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_activation_sides(rng, name, direction):
+    from fastdrop import _core
+    x = rng.standard_normal(300).astype(np.float32)
+    g = rng.standard_normal(300).astype(np.float32)
+    out, d = np.empty_like(x), np.empty_like(x)
+    if direction == "backward":
+        _core.act_forward(name, x, out)
+    s = activations.act_sides(name, direction, x, g, out, d)
+    with np.errstate(all="ignore"):
+        called = _call_all(s)
+    assert called[0] == "fastdrop" and "memcpy" in called
+    assert s["torch"] is None
+
+
+def test_loss_sides(rng):
+    logits, labels, grad = losses.xent_arrays(16, 7, rng)
+    for api in ("core", "public"):
+        assert _call_all(losses.xent_sides(logits, labels, grad, api)) == ["fastdrop",
+                                                                           "reference"]
+    assert np.all(np.isfinite(grad))
+    z, t, g = losses.bce_arrays((16, 3), rng)
+    assert _call_all(losses.bce_sides(z, t, g)) == ["fastdrop", "reference"]
+
+
+@pytest.mark.parametrize("name", list(optim.OPTIMIZERS))
+def test_optimizer_sides(rng, name):
+    segs, n = optim.segments([(4, 3), (3,)])
+    w, g = optim.block(n, rng)
+    s = optim.optimizer_sides(name, w, g, segs)
+    assert _call_all(s) == ["fastdrop", "reference"]
+
+
+def test_adam_sides(rng):
+    for api in ("core", "public"):
+        arrays = optim.adam_arrays(100, rng)
+        assert _call_all(optim.adam_sides(*arrays, api=api)) == ["fastdrop", "reference"]
+    optim.adam_subnormal_step(99)()
+
+
+def test_mlp_sides(rng):
+    sizes = (12, 8, 3)
+    x, y = mlp.train_data(sizes, 2, 4, rng)
+    s = mlp.train_sides(sizes, x, y, 4, 0.5, ref_steps=1)
+    assert {k: steps for k, (_, steps) in s.items()} == {"fastdrop": 2, "reference": 1}
+    for fn, _ in s.values():
+        fn()
+    assert _call_all(mlp.predict_sides(sizes, 0.5, x[:1])) == ["fastdrop", "reference"]
+    model = mlp.fastdrop_mlp(sizes, 0.5)
+    assert _call_all(mlp.mc_sides(model, x[:3], 2)) == ["mc", "predicts"]
+
+
+def test_cnn_sides(rng):
+    for name, case in cnn.CONV_LAYERS.items():
+        layer, stage, x, dy = cnn.conv_layer(case, 2, rng)
+        s = cnn.conv_sides(case, layer, stage, x, dy, ref_batch=1)
+        assert _call_all(s) == ["fastdrop", "reference"], name
+        assert cnn.conv_flops(case, 2) > 0
+    for name, make in cnn.MODELS.items():
+        img = cnn.images(4, rng)
+        fn = common.fit_epoch(make(), img, np.arange(4) % 10, 2)
+        fn()
+    model = cnn.mnist_convnet()
+    assert _call_all(cnn.predict_sides(model, cnn.images(1, rng))) == ["fastdrop"]
+
+
+def test_rnn_sides(rng):
+    x, dy = rnn.step_data(2, rng)
+    for case in rnn.CELLS:
+        layer, stage = rnn.rnn_layer(case, 2, rng)
+        s = rnn.rnn_sides(case, layer, stage, x, dy, ref_batch=1)
+        assert _call_all(s) == ["fastdrop", "reference"], case
+        assert rnn.step_flops(rnn.CELLS[case][2], 2) > 0
+    for cell in ("lstm", "gru"):
+        common.fit_epoch(rnn.classifier(cell, 0.25), rnn.sequences(2, rng),
+                             np.zeros(2, np.int64), 2)()
+
+
+def test_peer_torch_sides(rng):
+    """The PyTorch side of every case that has one, on tiny inputs."""
+    torch = pytest.importorskip("torch")
+    old = torch.get_num_threads()
+    try:
+        x = rng.standard_normal(64).astype(np.float32)
+        y = np.empty_like(x)
+        fwd, bwd = peers.torch_dropout(torch, x, 0.5)
+        fwd(), bwd()
+        for name in activations.names():
+            activations.act_sides(name, "forward", x, x, y, y, torch)["torch"]()
+        sizes = (12, 8, 3)
+        xs, ys = mlp.train_data(sizes, 2, 4, rng)
+        s = mlp.train_sides(sizes, xs, ys, 4, 0.5, torch=torch, ref_steps=1)
+        s["torch"][0]()
+        mlp.predict_sides(sizes, 0.5, xs[:1], torch)["torch"]()
+        for name, case in cnn.CONV_LAYERS.items():
+            layer, stage, xi, dy = cnn.conv_layer(case, 2, rng)
+            s = cnn.conv_sides(case, layer, stage, xi, dy, torch=torch)
+            s["torch"](), s["torch_cl"]()
+        img = cnn.images(2, rng)
+        lab = np.zeros(2, np.int64)
+        for name, make in cnn.MODELS.items():
+            s = common.train_sides(name, make(), img, lab, 2, torch, channels_last=True)
+            s["torch"](), s["torch_cl"]()
+        cnn.predict_sides(cnn.mnist_convnet(), img[:1], torch)["torch"]()
+        xr, dyr = rnn.step_data(2, rng)
+        for case in ("lstm", "gru"):
+            layer, stage = rnn.rnn_layer(case, 2, rng)
+            rnn.rnn_sides(case, layer, stage, xr, dyr, torch=torch)["torch"]()
+            s = common.train_sides(case, rnn.classifier(case), rnn.sequences(2, rng), lab,
+                                       2, torch)
+            s["torch"]()
+        segs, n = optim.segments([(4, 3), (3,)])
+        w, g = optim.block(n, rng)
+        for name, (_, _, tmake, _) in optim.OPTIMIZERS.items():
+            if tmake is not None:
+                optim.optimizer_sides(name, w, g, segs, torch)["torch"]()
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_peer_onnxruntime_sides(rng):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    model = cnn.mnist_convnet()
+    s = cnn.onnx_sides(model, cnn.images(2, rng), 2, 1)
+    fd, ort = s["predict"]
+    np.testing.assert_allclose(fd(), ort(), rtol=1e-4, atol=1e-5)
+    for fn in s["mc"]:
+        mean, std = fn()
+        assert mean.shape == std.shape == (2, 10)
+
+
+def test_peer_keras_models():
+    keras = pytest.importorskip("keras")
+    torch = pytest.importorskip("torch")
+    if keras.backend.backend() != "torch":
+        pytest.skip("Keras runs on another backend")
+    for name, shape in (("mlp", (2, 784)), ("cnn", (2, 28, 28, 1))):
+        km = peers.keras_model(name)
+        mean, std = peers.keras_mc(km, torch.zeros(shape), 2)
+        assert tuple(mean.shape) == (2, 10)
+
+
+def tiny_plan():
+    return dict(runner.tiny_config(), models=True, model_steps=1, mc_images=2, batch=4,
+                mixed_samples=2, steady=dict(epochs=1, samples=16, sizes=(784, 8, 10)))
+
+
+@pytest.mark.parametrize("section", ["gemm", "dropout", "activations", "losses", "optim",
+                                     "mlp.bench_train", "mlp.bench_predict", "mlp.bench_mixed",
+                                     "mlp.bench_steady", "cnn", "cnn.bench_inference", "rnn"])
+def test_family_bench_runs_tiny(section):
+    """Each family's section of ``python -m fastdrop bench`` on a plan of tiny sizes."""
+    mods = dict(gemm=gemm, dropout=dropout, activations=activations, losses=losses,
+                optim=optim, mlp=mlp, cnn=cnn, rnn=rnn)
+    mod, _, fn = section.partition(".")
+    ctx = harness.Context(tiny_plan())
+    try:
+        out = getattr(mods[mod], fn or "bench")(ctx)
+    finally:
+        ctx.blas.restore()
+    rows = [r for part in (out if isinstance(out, tuple) else (out,)) for r in part]
+    assert rows
+    for r in rows:
+        nums = [v for v in r.values() if isinstance(v, float)]
+        assert nums and all(math.isfinite(v) for v in nums), r
+
+
+def test_families_listed():
+    import fastdrop.benchmarks.cases as C
+    here = os.path.dirname(C.__file__)
+    found = {f[:-3] for f in os.listdir(here) if f.endswith(".py")} - {"__init__", "common"}
+    assert found == set(FAMILIES)
+
+
+BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(fastdrop.__file__)), "bench")
+
+
+@pytest.mark.skipif(not os.path.isdir(BENCH_DIR), reason="no bench/ beside the package")
+def test_bench_files_use_the_cases():
+    """Every pytest-benchmark file builds its cases through fastdrop.benchmarks (no second
+    copy of a benchmark there)."""
+    for f in sorted(os.listdir(BENCH_DIR)):
+        if not (f.startswith("bench_") and f.endswith(".py")):
+            continue
+        tree = ast.parse(open(os.path.join(BENCH_DIR, f), encoding="utf-8").read())
+        mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert any(m.startswith("fastdrop.benchmarks") for m in mods), f
+        assert "fastdrop._bench" not in mods, f
