@@ -151,7 +151,6 @@ class GeneratorAdapter(_Adapter):
 
     def __init__(self, gen):
         self._it = iter(gen)
-        self.exhausted = False
 
     def new_pass(self, order_seed):
         return self._it
