@@ -18,14 +18,15 @@ def _entropy(p, axis=-1):
 _MC_CHUNK_BYTES = 48 << 20   # activation bytes of one batched chunk (T x m rows)
 
 
-def _mc_moments(model, x, mc_samples, seed, batch_size):
+def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0):
     """(mean, variance, expected entropy) over ``mc_samples`` stochastic passes.
 
     The deterministic prefix (every stage before the first noisy one) runs once per
     chunk; its output is tiled T times (pass-major rows) and the rest runs as one MC
     batch.  Chunks are sized by activation bytes.  Masks are keyed by (seed, layer, pass,
     global sample index): the result does not depend on batch_size or on the other
-    samples in x.
+    samples in x.  offset: index of x[0] in the whole call (a rank's shard in
+    fastdrop.distributed).
     """
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, numbers.Integral) \
             or mc_samples < 1:
@@ -71,7 +72,7 @@ def _mc_moments(model, x, mc_samples, seed, batch_size):
         H.reshape((T, m) + tuple(mid_shape))[...] = h
         if mask is not None:   # a sequence mask from the prefix (Embedding(mask_zero=True))
             mask = np.tile(np.asarray(mask, bool), (T,) + (1,) * (mask.ndim - 1))
-        ctx = Context(MC, rows, seed=seed, passes=T, offset=lo)
+        ctx = Context(MC, rows, seed=seed, passes=T, offset=offset + lo)
         ctx.tiled = True
         out = model._forward(ctx, H, rest, mask=mask) if rest else H
         P = model._apply_head(out.reshape(rows, -1), probs[:rows]).reshape(T, m, c)

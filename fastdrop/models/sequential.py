@@ -29,6 +29,7 @@ import numpy as np
 
 from .. import random as _random
 from .. import registry as _registry
+from ..distributed import _state as _dp_state
 from ..engine import INFER, Arena, Context, make_plan
 from ..engine import activations as _acts
 from ..engine.stage import IdentityStage
@@ -431,6 +432,9 @@ class Sequential(Trainer):
         ``keras.models.load_model``), any other name fastdrop's own format (``.fdm``)."""
         from ..io.formats import save
         with self._lock:
+            dp = _dp_state.active()
+            if dp is not None:       # fastdrop.distributed: rank 0 writes
+                return dp.rank0_write(lambda: save(self, filepath))
             save(self, filepath)
 
     def export(self, filepath, format="onnx", mc_dropout=False, opset=17, verbose=None):
@@ -448,6 +452,10 @@ class Sequential(Trainer):
                 "(save fastdrop's own format with model.save)")
         from ..io.onnx import export_onnx
         with self._lock:
+            dp = _dp_state.active()
+            if dp is not None:       # fastdrop.distributed: rank 0 writes
+                return dp.rank0_write(lambda: export_onnx(self, filepath, mc_dropout=mc_dropout,
+                                                          opset=opset), "export")
             return export_onnx(self, filepath, mc_dropout=mc_dropout, opset=opset)
 
     def save_weights(self, filepath):
@@ -455,6 +463,9 @@ class Sequential(Trainer):
         format; ``load_weights`` reads them into a model of the same architecture."""
         from ..io.native import save_weights
         with self._lock:
+            dp = _dp_state.active()
+            if dp is not None:       # fastdrop.distributed: rank 0 writes
+                return dp.rank0_write(lambda: save_weights(self, filepath), "save_weights")
             save_weights(self, filepath)
 
     def load_weights(self, filepath):

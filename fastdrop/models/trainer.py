@@ -18,6 +18,7 @@ from .. import callbacks as _callbacks
 from .. import losses as _losses
 from .. import optimizers as _optimizers
 from .. import random as _random
+from ..distributed import _state as _dp_state
 from ..engine import INFER, TRAIN, Context
 from ._args import _int_arg
 from .inputs import Inputs
@@ -144,10 +145,11 @@ class Trainer(Inputs):
             out[...] = z2
         return out.reshape(z.shape)
 
-    def _train_step(self, xb, yb, wb, m):
+    def _train_step(self, xb, yb, wb, m, offset=0):
         """One TRAIN forward and backward (gradients in the blocks, regularizer
-        gradients added; no update); returns (weighted loss sum, logits)."""
-        ctx = Context(TRAIN, m, step=self._step, seed=self.seed)
+        gradients added; no update); returns (weighted loss sum, logits).  offset: row of
+        xb[0] in the global batch (a rank's share in fastdrop.distributed)."""
+        ctx = Context(TRAIN, m, step=self._step, seed=self.seed, offset=offset)
         logits = self._forward(ctx, xb)
         z = logits.reshape(m, -1)
         grad = self._extra["dlogits"][:m].reshape(m, -1)
@@ -269,6 +271,10 @@ class Trainer(Inputs):
         history.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
         self.history = history
         self.stop_training = False
+        dp = _dp_state.active()
+        if dp is not None:    # fastdrop.distributed: agree, broadcast rank 0's weights
+            metric_fns, cbs, verbose = dp.begin_fit(self, n, bs, steps, metric_fns, cbs,
+                                                    verbose)
         bar = _callbacks.ProgressBar(verbose)
         for cb in cbs:
             cb.on_train_begin()
@@ -294,18 +300,25 @@ class Trainer(Inputs):
                     cb.on_train_batch_begin(b)
                 lo, hi = b * bs, min((b + 1) * bs, n)
                 m = hi - lo
+                off = 0
+                if dp is not None:   # this rank's contiguous share of the global batch
+                    off, lo, hi = dp.share(lo, hi)
+                mr = hi - lo
                 wb = None
                 if order is not None:
                     idx = order[lo:hi]
-                    xb = np.take(x, idx, axis=0, out=xbuf[:m])
-                    yb = np.take(y, idx, axis=0, out=ybuf[:m])
+                    xb = np.take(x, idx, axis=0, out=xbuf[:mr])
+                    yb = np.take(y, idx, axis=0, out=ybuf[:mr])
                     if w is not None:
-                        wb = np.take(w, idx, out=wbuf[:m])
+                        wb = np.take(w, idx, out=wbuf[:mr])
                 else:
                     xb, yb = x[lo:hi], y[lo:hi]
                     if w is not None:
                         wb = w[lo:hi]
-                loss_sum, z = self._train_step(xb, yb, wb, m)
+                if dp is None:
+                    loss_sum, z = self._train_step(xb, yb, wb, m)
+                else:                # gradients and loss summed over ranks, fixed order
+                    loss_sum, z = dp.train_step(self, xb, yb, wb, mr, off, m)
                 batch_loss = loss_sum / m
                 if has_penalty:
                     batch_loss += self._penalty()
@@ -359,6 +372,9 @@ class Trainer(Inputs):
 
     # ------------------------------------------------------------ evaluate/predict
     def _evaluate_arrays(self, x, y, w, batch_size, metric_fns):
+        dp = _dp_state.active()
+        if dp is not None:           # each rank its shard, sums combined over ranks
+            return dp.evaluate_arrays(self, x, y, w, batch_size, metric_fns)
         n = x.shape[0]
         bs = min(batch_size, n)
         self._ensure(x.shape[1:], bs)
@@ -432,6 +448,9 @@ class Trainer(Inputs):
                         return out
                     return self._apply_head(h)
         with self._lock:
+            dp = _dp_state.active()
+            if dp is not None:       # each rank its shard of the samples, then gathered
+                return dp.predict(self, x, batch_size, mc_samples, seed)
             if mc_samples is not None:
                 from .mc import _mc_moments
                 mean, m2, _ = _mc_moments(self, x, mc_samples, seed, batch_size)
