@@ -1,7 +1,8 @@
 """Train small MLP / CNN / LSTM models (with dropout) 2 epochs with SGD + momentum and write
 their weights; run under ``mpiexec -n P`` with ``--dp`` (data-parallel) or alone.
 
-usage: train_compare.py OUT.npz [--dp] [--compression fp16|bf16] [--batch B] [--kinds ...]
+usage: train_compare.py OUT.npz [--dp] [--compression fp16|bf16] [--batch B] [--lr LR]
+       [--kinds ...]
        [--files DIR] (checkpoint + CSV log + rank write audit in DIR)
 """
 import argparse
@@ -45,6 +46,7 @@ def main():
     ap.add_argument("--dp", action="store_true")
     ap.add_argument("--compression", default=None)
     ap.add_argument("--batch", type=int, default=25)
+    ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--kinds", nargs="+", default=["mlp", "cnn", "lstm"])
     ap.add_argument("--files", default=None)
     a = ap.parse_args()
@@ -70,7 +72,7 @@ def main():
     for kind in a.kinds:
         x, y = data(kind)
         model = build(kind)
-        model.compile(optimizer=SGD(learning_rate=0.1, momentum=0.9),
+        model.compile(optimizer=SGD(learning_rate=a.lr, momentum=0.9),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         cbs = []
         if a.files:
