@@ -43,8 +43,10 @@ def _is_rank0_writer(cb):
 
 
 class Driver:
-    def __init__(self, comm, compression, debug, timeout):
+    def __init__(self, comm, compression, debug, timeout, overlap=False):
         self.comm = comm
+        self.overlap = overlap
+        self._buckets = None
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.compression = compression
@@ -156,6 +158,8 @@ class Driver:
         """This rank's forward/backward on its ``mr`` rows (rows ``offset..`` of a global
         batch of ``m``), then the gradients and the loss/metric sums combined over the
         ranks.  Returns (global weighted loss sum, this rank's logits)."""
+        if self.overlap and self.size > 1:
+            return self._train_step_overlap(model, xb, yb, wb, mr, offset, m)
         t0 = time.perf_counter()
         nm = len(self._raw_metrics)
         part = np.zeros(1 + 2 * nm, np.float64)
@@ -178,13 +182,94 @@ class Driver:
         self.compute_seconds += t1 - t0
         self.comm_seconds += t2 - t1        # MPI, waits and the local sums of the ranks
         self.steps += 1
-        mets = []
-        for k in range(nm):
-            s_, c_ = tot[1 + 2 * k], tot[2 + 2 * k]
-            mets.append((float(s_), int(round(c_))))
+        return self._finish_step(tot, z)
+
+    def _finish_step(self, tot, z):
+        nm = len(self._raw_metrics)
         self._step_z = z
-        self._step_metrics = mets
+        self._step_metrics = [(float(tot[1 + 2 * k]), int(round(tot[2 + 2 * k])))
+                              for k in range(nm)]
         return float(tot[0]), z
+
+    # ------------------------------------------------ overlapped reduction
+    def _stage_buckets(self, model):
+        """Per stage: [lo, hi) of its gradients in the flat block (None: no weights), and
+        whether a regularizer adds to them after backward (then reduced at the end)."""
+        store = model._store
+        reg = {id(v) for v in model._reg_vars}
+        out = []
+        for st in model._stages:
+            vs = [v for layer in st.layers for v in layer.variables
+                  if id(v) in store.ranges]
+            if not vs:
+                out.append(None)
+                continue
+            r = [store.ranges[id(v)] for v in vs]
+            out.append((min(a for a, _ in r), max(b for _, b in r),
+                        any(id(v) in reg for v in vs)))
+        return out
+
+    def _train_step_overlap(self, model, xb, yb, wb, mr, offset, m):
+        """overlap=True: each stage's gradients go into a non-blocking MPI Iallreduce as
+        soon as its backward has produced them (pre-scaled by this rank's weight); the
+        requests are tested between stages so MPI can progress, and waited for at the end.
+        With 2 ranks the sum of two terms is the same bits as the ordered reduction."""
+        MPI = _comm.mpi()
+        t0 = time.perf_counter()
+        store = model._store
+        grads = store.grads
+        key = (id(model._stages), grads.size, len(model._reg_vars))
+        if self._buckets is None or self._buckets[0] != key:
+            self._buckets = (key, self._stage_buckets(model))
+        buckets = self._buckets[1]
+        counts, _ = _comm.split_counts(m, self.size)
+        w = np.float32(counts[self.rank] / float(m))
+        reqs, started = [], set()
+        comm = self.comm
+
+        def start(i):
+            lo, hi, _ = buckets[i]
+            g = grads[lo:hi]
+            g *= w
+            reqs.append(comm.Iallreduce(MPI.IN_PLACE, [g, MPI.FLOAT], MPI.SUM))
+            started.add(i)
+
+        def backward(ctx, d):
+            stages = model._stages
+            f = model._first_trainable
+            for i in range(len(stages) - 1, f - 1, -1):
+                d = stages[i].backward(ctx, d, i > f)
+                if buckets[i] is not None and not buckets[i][2]:
+                    start(i)
+                if reqs:
+                    MPI.Request.Testall(reqs)      # let MPI progress between stages
+
+        nm = len(self._raw_metrics)
+        part = np.zeros(1 + 2 * nm, np.float64)
+        if mr > 0:
+            model._backward = backward             # this step only (instance attribute)
+            try:
+                loss_sum, z = model._train_step(xb, yb, wb, mr, offset)
+            finally:
+                del model._backward
+            part[0] = loss_sum
+            for k, f in enumerate(self._raw_metrics):
+                s_, c_ = f(None, z, yb)
+                part[1 + 2 * k], part[2 + 2 * k] = s_, c_
+        else:
+            grads[...] = 0.0
+            z = np.empty((0, model.output_dim), np.float32)
+        for i in range(len(buckets) - 1, -1, -1):  # regularised or frozen stages, or none
+            if buckets[i] is not None and i not in started:
+                start(i)
+        t1 = time.perf_counter()
+        _comm.wait(comm, reqs, self.timeout, "the overlapped gradient allreduce")
+        tot = _comm.allsum_f64(comm, part, self.timeout, "the loss reduction")
+        t2 = time.perf_counter()
+        self.compute_seconds += t1 - t0
+        self.comm_seconds += t2 - t1
+        self.steps += 1
+        return self._finish_step(tot, z)
 
     # --------------------------------------------------------- evaluate hooks
     def shard(self, n):

@@ -17,12 +17,14 @@ from fastdrop.callbacks import CSVLogger, ModelCheckpoint
 from fastdrop.layers import LSTM, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
 from fastdrop.models import Sequential
 from fastdrop.optimizers import SGD
+from fastdrop.regularizers import L2
 
 
 def build(kind):
     if kind == "mlp":
         layers = [Input((20,)), Dropout(0.2), Dense(32, activation="relu"), Dropout(0.5),
-                  Dense(16, activation="relu"), Dropout(0.3), Dense(5, activation="softmax")]
+                  Dense(16, activation="relu", kernel_regularizer=L2(1e-3)), Dropout(0.3),
+                  Dense(5, activation="softmax")]
     elif kind == "cnn":
         layers = [Input((8, 8, 1)), Conv2D(4, 3, activation="relu"), Dropout(0.3),
                   MaxPooling2D(2), Flatten(), Dropout(0.4), Dense(5, activation="softmax")]
@@ -49,6 +51,7 @@ def main():
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--kinds", nargs="+", default=["mlp", "cnn", "lstm"])
     ap.add_argument("--files", default=None)
+    ap.add_argument("--overlap", action="store_true")
     a = ap.parse_args()
     fastdrop.set_num_threads(1)
     writes = []
@@ -57,7 +60,7 @@ def main():
         import fastdrop.distributed as dist
         info = dist.initialize(num_threads=1)
         rank = info.rank
-        dp = dist.DataParallel(compression=a.compression, debug=True)
+        dp = dist.DataParallel(compression=a.compression, debug=True, overlap=a.overlap)
         dist.set_distribution(dp)
         if a.files:
             root = os.path.abspath(a.files)
