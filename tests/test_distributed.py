@@ -146,6 +146,22 @@ def test_bf16_compression_rounds_to_nearest_even():
     assert abs(out[3] + 3.14159) < 2 ** -7 * 4 and np.isinf(out[5]) and np.isnan(out[6])
 
 
+def test_fp16_scale_keeps_small_gradients():
+    """Gradients far below fp16's normal range survive the scaled fp16 round trip."""
+    from fastdrop.distributed._comm import compress, decompress, pow2_scale
+    g = (np.random.default_rng(0).standard_normal(1000) * 1e-7).astype(np.float32)
+    s = pow2_scale(g)
+    assert 2 ** 14 <= np.abs(g).max() * s < 2 ** 15 and np.log2(s) == int(np.log2(s))
+    w = np.empty(g.size, np.float16)
+    compress(g * np.float32(s), w, "fp16")
+    back = np.empty(g.size, np.float32)
+    decompress(w, back, "fp16")
+    back /= np.float32(s)
+    assert np.abs(back - g).max() <= 2 ** -10 * np.abs(g).max()
+    assert pow2_scale(np.zeros(3, np.float32)) == 1.0
+    assert pow2_scale(np.array([np.inf], np.float32)) == 1.0
+
+
 # ---------------------------------------------------------------- with MPI
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):

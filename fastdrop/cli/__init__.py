@@ -251,6 +251,10 @@ def cmd_convert(args):
 
 
 def cmd_bench(args):
+    if getattr(args, "distributed", False):
+        from ..distributed import bench as dist_bench
+        dist_bench.run(quick=args.quick, json_path=args.json)
+        return 0
     from .. import _bench
     return _bench.main(args)
 
@@ -351,6 +355,10 @@ def build_parser(prog=None):
     b.add_argument("--threads", type=_nonneg_int, default=0,
                    help="kernel threads (0: all cores)")
     b.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    b.add_argument("--distributed", action="store_true",
+                   help="the data-parallel bench instead: 1 rank x 2 threads against 2 ranks "
+                        "x 1 thread under mpiexec (compute and communication per step), and "
+                        "the ring-allreduce scaling model for 8-64 nodes")
     b.set_defaults(func=cmd_bench)
     c = sub.add_parser("convert", formatter_class=_Formatter,
                        help="convert a model between .keras, .h5, .fdm and .onnx",

@@ -11,7 +11,10 @@ summed chunk.  Bytes sent per rank: 2 (p - 1) / p x the gradient block, as a rin
 results bitwise equal on every rank and from run to run for a fixed number of ranks,
 whatever the MPI library's own reduction algorithms do.  Optional fp16 / bf16 compression
 sends both phases at 16 bits (sums in float32; every rank, the chunk's owner included,
-uses the rounded sum, so the weights stay identical).
+uses the rounded sum, so the weights stay identical).  fp16 messages carry a power-of-two
+scale chosen by the sender (the largest |value| lands near 2^15), exchanged beside the data,
+so small gradients are not flushed to zero by fp16's narrow range; bf16 has float32's range
+and needs none.
 """
 import os
 import sys
@@ -77,12 +80,17 @@ def wait(comm, reqs, timeout, what):
     MPI = mpi()
     if MPI.Request.Testall(reqs):
         return
+    # Busy testing: MPICH moves a large message (shared memory or TCP) only inside MPI
+    # calls, so sleeping between tests would stall the transfer.  sched_yield lets a rank
+    # that shares this core compute meanwhile; the clock is read every 256 tests.
     spins = 0
     deadline = time.monotonic() + timeout
+    yield_ = getattr(os, "sched_yield", None)
     while not MPI.Request.Testall(reqs):
         spins += 1
-        if spins > 2000:           # give the core back to a rank that still computes
-            time.sleep(5e-5)
+        if spins & 255 == 0:
+            if yield_ is not None:
+                yield_()
             if time.monotonic() > deadline:
                 abort(comm, f"no answer from the other ranks for {timeout:g} s in {what} "
                             f"(a rank failed or hangs; FASTDROP_MPI_TIMEOUT sets the limit)")
@@ -133,12 +141,24 @@ def compress(src, dst, compression):
         np.copyto(dst, src, casting="unsafe")
     else:                                   # bf16: round to nearest even, keep NaN a NaN
         u = src.view(np.uint32)
-        r = (u >> np.uint32(16)) & np.uint32(1)
-        t = u + np.uint32(0x7FFF) + r
+        t = u >> np.uint32(16)
+        t &= np.uint32(1)
+        t += np.uint32(0x7FFF)
+        t += u
+        t >>= np.uint32(16)
+        np.copyto(dst, t, casting="unsafe")
         nan = np.isnan(src)
-        dst[...] = (t >> np.uint32(16)).astype(np.uint16)
         if nan.any():
             dst[nan] = 0x7FC0
+
+
+def pow2_scale(x):
+    """A power of two s with max|x| * s in [2^14, 2^15) (1 for zero or non-finite x)."""
+    m = float(np.abs(x).max()) if x.size else 0.0
+    if not (m > 0.0) or not np.isfinite(m):
+        return 1.0
+    e = 15 - int(np.floor(np.log2(m))) - 1
+    return float(np.ldexp(1.0, max(-120, min(120, e))))
 
 
 def decompress(src, dst, compression):
@@ -163,18 +183,19 @@ class GradientReducer:
         self.counts, self.starts = split_counts(self.n, self.p)
         mine = int(self.counts[self.rank])
         dt = wire_dtype(compression)
-        self.send = np.empty(self.n, dt)
         self.recv = np.empty((self.p, mine), dt)
         self.acc = np.empty(mine, np.float32)
         self.tmp = np.empty(mine, np.float32)
-        self.mine_wire = np.empty(mine, dt)
-        self.out = np.empty(self.n, dt)
+        if compression is not None:
+            self.send = np.empty(self.n, dt)
+            self.mine_wire = np.empty(mine, dt)
+            self.out = np.empty(self.n, dt)
+        if compression == "fp16":
+            self.scaled = np.empty(self.n, np.float32)
+            self.my_scale = np.zeros(1, np.float64)
+            self.scales = np.zeros(self.p, np.float64)
         self.comm_seconds = 0.0     # time inside MPI calls and waits (bench)
         self.sum_seconds = 0.0      # time of the local sums and conversions
-
-    def _mpi_type(self):
-        MPI = mpi()
-        return {None: MPI.FLOAT, "fp16": MPI.UINT16_T, "bf16": MPI.UINT16_T}[self.compression]
 
     def reduce(self, g, weights):
         """g (float32, n) <- sum_r weights[r] * g_r over the ranks, in rank order."""
@@ -184,33 +205,66 @@ class GradientReducer:
                 g *= np.float32(weights[0])
             return g
         t0 = time.perf_counter()
-        compress(g, self.send, comp)
+        if comp is None:                  # float32: no copies, g is sent and received
+            send, T = g, mpi().FLOAT
+        else:
+            if comp == "fp16":
+                s = pow2_scale(g)
+                np.multiply(g, np.float32(s), out=self.scaled)
+                compress(self.scaled, self.send, comp)
+                self.my_scale[0] = s
+            else:
+                compress(g, self.send, comp)
+            send, T = self.send, mpi().UINT16_T
         t1 = time.perf_counter()
-        T = self._mpi_type()
         mine = int(self.counts[self.rank])
-        send = self.send.view(np.uint16) if comp else self.send
         recv = self.recv.view(np.uint16) if comp else self.recv
         rcounts = np.full(p, mine, np.int64)
         rstarts = np.arange(p, dtype=np.int64) * mine
-        req = self.comm.Ialltoallv([send, (self.counts, self.starts), T],
+        req = self.comm.Ialltoallv([send.view(np.uint16) if comp else send,
+                                    (self.counts, self.starts), T],
                                    [recv, (rcounts, rstarts), T])
-        wait(self.comm, [req], self.timeout, "the gradient reduce-scatter")
+        reqs = [req]
+        if comp == "fp16":
+            reqs.append(self.comm.Iallgather(self.my_scale, self.scales))
+        wait(self.comm, reqs, self.timeout, "the gradient reduce-scatter")
+        if comp == "fp16":              # rank r's values were sent times scales[r]
+            weights = [weights[r] / self.scales[r] for r in range(p)]
         t2 = time.perf_counter()
         acc, tmp = self.acc, self.tmp
-        decompress(self.recv[0], acc, comp)
-        acc *= np.float32(weights[0])
+        if comp is None:
+            np.multiply(self.recv[0], np.float32(weights[0]), out=acc)
+        else:
+            decompress(self.recv[0], acc, comp)
+            acc *= np.float32(weights[0])
         for r in range(1, p):                 # fixed order: rank 0, 1, 2, ...
-            decompress(self.recv[r], tmp, comp)
-            tmp *= np.float32(weights[r])
+            if comp is None:
+                np.multiply(self.recv[r], np.float32(weights[r]), out=tmp)
+            else:
+                decompress(self.recv[r], tmp, comp)
+                tmp *= np.float32(weights[r])
             acc += tmp
-        compress(acc, self.mine_wire, comp)
+        if comp is None:
+            mw, out = acc, g                  # gathered straight into the gradient block
+        else:
+            if comp == "fp16":
+                s = pow2_scale(acc)
+                acc *= np.float32(s)
+                self.my_scale[0] = s
+            compress(acc, self.mine_wire, comp)
+            mw, out = self.mine_wire.view(np.uint16), self.out.view(np.uint16)
         t3 = time.perf_counter()
-        mw = self.mine_wire.view(np.uint16) if comp else self.mine_wire
-        out = self.out.view(np.uint16) if comp else self.out
-        req = self.comm.Iallgatherv([mw, T], [out, (self.counts, self.starts), T])
-        wait(self.comm, [req], self.timeout, "the gradient allgather")
+        reqs = [self.comm.Iallgatherv([mw, T], [out, (self.counts, self.starts), T])]
+        if comp == "fp16":
+            reqs.append(self.comm.Iallgather(self.my_scale, self.scales))
+        wait(self.comm, reqs, self.timeout, "the gradient allgather")
         t4 = time.perf_counter()
-        decompress(self.out, g, comp)
+        if comp is not None:
+            decompress(self.out, g, comp)
+            if comp == "fp16":          # chunk c was sent times its owner's scale
+                for c in range(p):
+                    a, b = int(self.starts[c]), int(self.starts[c] + self.counts[c])
+                    g[a:b] *= np.float32(1.0 / self.scales[c])
         t5 = time.perf_counter()
         self.comm_seconds += (t2 - t1) + (t4 - t3)
         self.sum_seconds += (t1 - t0) + (t3 - t2) + (t5 - t4)
