@@ -230,6 +230,20 @@ def test_overlapped_iallreduce_equals_the_ordered_reduction(runs, tmp_path):
 
 
 @needs_mpi
+def test_batchnorm_per_rank_keeps_ranks_identical(tmp_path):
+    """BatchNorm on each rank's share; moving statistics averaged after every step: the
+    checksum finds the ranks identical every epoch, and two runs give the same bits."""
+    script = os.path.join(SCRIPTS, "batchnorm.py")
+    for name in ("a", "b"):
+        p = _run([script, str(tmp_path / f"{name}.npz")], tmp_path, ranks=2)
+        _ok(p)
+        assert "ok" in p.stdout
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+@needs_mpi
 def test_global_batch_smaller_than_ranks(tmp_path):
     """batch_size=1 on 2 ranks: rank 1 has no rows in any step; still one process's
     weights."""

@@ -31,8 +31,11 @@ Semantics (equal to one process up to the summation order of the gradients):
   of the ranks' values): History and the callbacks see the same numbers on every rank, so
   EarlyStopping stops all ranks together.  Validation and ``evaluate`` shard the data over
   the ranks; ``predict`` (plain and MC dropout) shards the samples and gathers the outputs.
-* BatchNorm uses the batch statistics of each rank's share (``batchnorm="local"``, as
-  Horovod without SyncBatchNorm); statistics over the global batch are not implemented.
+* BatchNorm normalises with the batch statistics of each rank's share
+  (``batchnorm="local"``, as Horovod without SyncBatchNorm); the moving statistics are
+  averaged over the ranks after every step (weighted by rows), so they are identical on
+  every rank (the moving mean is that of the global batch).  Batch statistics over the
+  global batch (``batchnorm="global"``) raise NotImplementedError.
 * Only rank 0 writes files: ``save``/``save_weights``/``export`` (and so ModelCheckpoint)
   write on rank 0 and every rank returns when the file is complete; CSVLogger and the
   progress bar run on rank 0 only.  ``load_model`` reads on rank 0 and broadcasts.

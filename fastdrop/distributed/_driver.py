@@ -47,6 +47,7 @@ class Driver:
         self.comm = comm
         self.overlap = overlap
         self._buckets = None
+        self._state_reducer = None
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.compression = compression
@@ -177,12 +178,26 @@ class Driver:
         weights = counts / float(m)        # this rank's gradient is a mean over its rows
         red = self._reducer
         red.reduce(model._store.grads, weights)
+        self._reduce_state(model, weights)
         tot = _comm.allsum_f64(self.comm, part, self.timeout, "the loss reduction")
         t2 = time.perf_counter()
         self.compute_seconds += t1 - t0
         self.comm_seconds += t2 - t1        # MPI, waits and the local sums of the ranks
         self.steps += 1
         return self._finish_step(tot, z)
+
+    def _reduce_state(self, model, weights):
+        """Moving statistics (BatchNorm) averaged over the ranks after every step, weighted
+        as the gradients: each rank normalises its share with its own batch statistics,
+        and the moving mean becomes the one of the global batch (the moving variance the
+        mean of the ranks' variances), the same bits on every rank."""
+        st = model._store.state
+        if st.size == 0:
+            return
+        if self._state_reducer is None or self._state_reducer.n != st.size:
+            self._state_reducer = _comm.GradientReducer(self.comm, st.size, None,
+                                                        self.timeout)
+        self._state_reducer.reduce(st, weights)
 
     def _finish_step(self, tot, z):
         nm = len(self._raw_metrics)
@@ -264,6 +279,7 @@ class Driver:
                 start(i)
         t1 = time.perf_counter()
         _comm.wait(comm, reqs, self.timeout, "the overlapped gradient allreduce")
+        self._reduce_state(model, counts / float(m))
         tot = _comm.allsum_f64(comm, part, self.timeout, "the loss reduction")
         t2 = time.perf_counter()
         self.compute_seconds += t1 - t0

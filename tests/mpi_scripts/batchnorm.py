@@ -1,0 +1,28 @@
+"""A BatchNorm + Dropout CNN trained data-parallel (per-rank batch statistics) with the
+weight checksum on: every rank ends with the same weights and moving statistics.
+usage: batchnorm.py OUT.npz"""
+import sys
+
+import numpy as np
+
+import fastdrop.distributed as dist
+from fastdrop.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, Input,
+                             MaxPooling2D)
+from fastdrop.models import Sequential
+
+info = dist.initialize(num_threads=1)
+with dist.DataParallel(debug=True).scope():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((60, 8, 8, 2)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    model = Sequential([Input((8, 8, 2)), Conv2D(4, 3), BatchNormalization(),
+                        MaxPooling2D(2), Flatten(), Dropout(0.3),
+                        Dense(3, activation="softmax")], seed=2)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    w = model.get_weights()
+    allw = dist._comm.world().gather([a.tobytes() for a in w], root=0)
+    if info.rank == 0:
+        assert all(a == allw[0] for a in allw), "ranks differ"
+        np.savez(sys.argv[1], *w)
+        print("ok")
