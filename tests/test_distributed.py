@@ -183,7 +183,8 @@ def runs(tmp_path_factory):
 
 @needs_mpi
 def test_two_ranks_equal_one_process(runs):
-    """MLP (one L2-regularised kernel), CNN and LSTM with dropout, SGD + momentum, 2 epochs, global batch 25 of 90
+    """MLP (one L2-regularised kernel, class weights), CNN (unshuffled) and LSTM with
+    dropout, SGD + momentum, 2 epochs, global batch 25 of 90
     samples (shares 13 + 12, last batch 15: 8 + 7): weights, History, evaluate, predict and
     MC predict equal one process up to the summation order."""
     single, dp = runs["single"], runs["dp"]

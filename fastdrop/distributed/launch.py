@@ -27,8 +27,13 @@ def find_mpiexec():
     return shutil.which("mpiexec") or shutil.which("mpirun")
 
 
+_MPI_RANK_ENV = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
 def is_child():
-    return os.environ.get(CHILD_ENV) == "1"
+    """True in a process started by relaunch, or by any mpiexec (``mpiexec -n 4 python -m
+    fastdrop train --ranks 4`` must not launch a job per rank)."""
+    return os.environ.get(CHILD_ENV) == "1" or any(k in os.environ for k in _MPI_RANK_ENV)
 
 
 def relaunch(ranks, argv, mpiexec=None, extra_env=None):

@@ -81,8 +81,10 @@ def main():
         if a.files:
             cbs = [ModelCheckpoint(os.path.join(a.files, f"{kind}-ckpt.fdm")),
                    CSVLogger(os.path.join(a.files, f"{kind}-log.csv"))]
+        extra = {"mlp": {"class_weight": {0: 2.0, 1: 0.5}},   # weighted losses
+                 "cnn": {"shuffle": False}}.get(kind, {})      # the unshuffled slices
         hist = model.fit(x, y, batch_size=a.batch, epochs=2, verbose=0, callbacks=cbs,
-                         validation_data=(x[:31], y[:31]))
+                         validation_data=(x[:31], y[:31]), **extra)
         for i, wt in enumerate(model.get_weights()):
             res[f"{kind}/{i}"] = wt
         for k, v in hist.history.items():
