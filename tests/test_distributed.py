@@ -233,12 +233,15 @@ def test_overlapped_iallreduce_equals_the_ordered_reduction(runs, tmp_path):
 @needs_mpi
 def test_batchnorm_per_rank_keeps_ranks_identical(tmp_path):
     """BatchNorm on each rank's share; moving statistics averaged after every step: the
-    checksum finds the ranks identical every epoch, and two runs give the same bits."""
+    checksum finds the ranks identical every epoch, and two runs give the same bits.
+    The saved model, read back with distributed.load_model, has the trained weights on
+    every rank; a missing file raises on every rank."""
     script = os.path.join(SCRIPTS, "batchnorm.py")
     for name in ("a", "b"):
         p = _run([script, str(tmp_path / f"{name}.npz")], tmp_path, ranks=2)
         _ok(p)
         assert "ok" in p.stdout
+        assert "rank 0 load error" in p.stdout and "rank 1 load error" in p.stdout
     a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
     for k in a.files:
         np.testing.assert_array_equal(a[k], b[k])

@@ -160,7 +160,9 @@ class DataParallel(Driver):
     produced them, tested between stages (as PyTorch DDP and Horovod do).  Its sums are
     MPI's: with 2 ranks the same bits as the ordered reduction; with more, reproducible
     only as far as the MPI library's reduction order is (``debug=True`` checks that the
-    ranks agree).  Measured on 2 cores it does not pay (see bench); off by default.
+    ranks agree).  Off by default; on the 2-core test machine it shortened the 2-rank
+    step in every bench run (MPI's Allreduce is also faster than the ordered reduction's
+    NumPy sums), see ``python -m fastdrop bench --distributed``.
     """
 
     def __init__(self, compression=None, batchnorm="local", debug=None, timeout=None,
