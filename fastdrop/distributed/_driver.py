@@ -48,6 +48,7 @@ class Driver:
         self.overlap = overlap
         self._buckets = None
         self._state_reducer = None
+        self._defer = False   # bench only: overlap's Iallreduce started after backward
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.compression = compression
@@ -254,7 +255,7 @@ class Driver:
             f = model._first_trainable
             for i in range(len(stages) - 1, f - 1, -1):
                 d = stages[i].backward(ctx, d, i > f)
-                if buckets[i] is not None and not buckets[i][2]:
+                if buckets[i] is not None and not buckets[i][2] and not self._defer:
                     start(i)
                 if reqs:
                     MPI.Request.Testall(reqs)      # let MPI progress between stages
