@@ -47,7 +47,7 @@ Semantics (equal to one process up to the summation order of the gradients):
 import contextlib
 import os
 
-from . import _state
+from ..models import _distribution as _state
 from ._comm import COMPRESSIONS, INSTALL_HINT  # noqa: F401
 from ._driver import Driver
 

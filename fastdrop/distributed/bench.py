@@ -75,9 +75,22 @@ def scaling_table(models, nodes=NODES, links=LINKS_GBPS):
 
 
 # ------------------------------------------------------------------ one job (worker)
-def _mlp():
-    from ..cli import build_model
-    return build_model("mlp", (1024, 1024), [0.3], 0.0, seed=0)
+def _model(kind):
+    """The models of ``fastdrop train --model kind`` (the CLI's defaults)."""
+    from ..layers import LSTM, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
+    from ..models import Sequential
+    if kind == "mlp":
+        layers = [Input((784,)), Dense(1024, activation="relu", kernel_initializer="he_uniform"),
+                  Dropout(0.3), Dense(1024, activation="relu",
+                                      kernel_initializer="he_uniform"),
+                  Dropout(0.3), Dense(10, activation="softmax")]
+    elif kind == "cnn":
+        layers = [Input((28, 28, 1)), Conv2D(32, 3, activation="relu"), MaxPooling2D(2),
+                  Conv2D(64, 3, activation="relu"), MaxPooling2D(2), Flatten(), Dropout(0.5),
+                  Dense(10, activation="softmax")]
+    else:
+        layers = [Input((28, 28)), LSTM(128), Dense(10, activation="softmax")]
+    return Sequential(layers, seed=0)
 
 
 def worker(a):
@@ -88,7 +101,7 @@ def worker(a):
     dp = DataParallel(compression=a.compression, overlap=a.overlap or a.defer)
     dp._defer = a.defer
     set_distribution(dp)
-    model = _mlp()
+    model = _model("mlp")
     model.compile(optimizer=Adam(1e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     rng = np.random.default_rng(0)
@@ -168,9 +181,8 @@ def _job(ranks, threads, compression, overlap, steps, warmup, batch, mpiexec):
 
 def _step_seconds(kind, batch, steps):
     """Seconds per training step of the CLI's model ``kind`` in this process."""
-    from ..cli import build_model
     from ..optimizers import Adam
-    model = build_model(kind, seed=0)
+    model = _model(kind)
     model.compile(optimizer=Adam(1e-3), loss="sparse_categorical_crossentropy")
     shape = {"mlp": (784,), "cnn": (28, 28, 1), "lstm": (28, 28)}[kind]
     rng = np.random.default_rng(0)

@@ -29,12 +29,12 @@ import numpy as np
 
 from .. import random as _random
 from .. import registry as _registry
-from ..distributed import _state as _dp_state
 from ..engine import INFER, Arena, Context, make_plan
 from ..engine import activations as _acts
 from ..engine.stage import IdentityStage
 from ..engine.variables import VariableStore
 from ..layers.base import Layer
+from . import _distribution as _dp_state
 from ._args import _shape_fits, _shape_str
 from .trainer import NonFiniteLossError, Trainer  # noqa: F401
 

@@ -18,8 +18,8 @@ from .. import callbacks as _callbacks
 from .. import losses as _losses
 from .. import optimizers as _optimizers
 from .. import random as _random
-from ..distributed import _state as _dp_state
 from ..engine import INFER, TRAIN, Context
+from . import _distribution as _dp_state
 from ._args import _int_arg
 from .inputs import Inputs
 

@@ -1,5 +1,6 @@
-"""The active data-parallel distribution (None: one process).  Kept apart from the rest of
-``fastdrop.distributed`` so that the trainer can ask for it without importing MPI."""
+"""The active data-parallel distribution (None: one process), set by
+``fastdrop.distributed`` (a floor above the models): the trainer asks for it here, without
+importing MPI or that package."""
 
 _current = None     # set by set_distribution
 _scoped = []        # DataParallel.scope() stack (innermost last)
