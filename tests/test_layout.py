@@ -21,7 +21,8 @@ FLOORS = [
     ("fastdrop.io",),
     ("fastdrop.models",),
     ("fastdrop.uncertainty", "fastdrop.integrations", "fastdrop.benchmarks"),
-    ("fastdrop.cli", "fastdrop.tune", "fastdrop.sklearn", "fastdrop.__main__", "fastdrop"),
+    ("fastdrop.cli", "fastdrop.tune", "fastdrop.sklearn", "fastdrop.distributed",
+     "fastdrop.__main__", "fastdrop"),
 ]
 
 

@@ -155,6 +155,17 @@ def cmd_train(args):
             args._parser.error(f"{' and '.join(given)} only appl{'ies' if len(given) == 1 else 'y'}"
                                f" to --model mlp")
     layers = args.layers or [1024, 1024]
+    if args.ranks:
+        from ..distributed import launch
+        if not launch.is_child():    # re-run this command under mpiexec -n RANKS
+            try:
+                return launch.relaunch(args.ranks, args._argv)
+            except (ImportError, FileNotFoundError) as e:
+                print(f"fastdrop: error: {e}", file=sys.stderr)
+                return 2
+        dp = launch.child_setup(args.threads)
+        print(f"data-parallel on {dp.size} ranks x {fastdrop.get_num_threads()} threads "
+              f"(global batch {args.batch_size})")
     try:
         model = build_model(args.model, layers, args.dropout, args.input_dropout or 0.0,
                             args.seed)
@@ -163,7 +174,7 @@ def cmd_train(args):
     except ImportError as e:
         print(f"fastdrop: {e}", file=sys.stderr)
         return 2
-    if args.threads:
+    if args.threads and not args.ranks:
         fastdrop.set_num_threads(args.threads)
     try:
         ((xtr, ytr), (xte, yte)), source = _load_data(args.subset)
@@ -240,6 +251,10 @@ def cmd_convert(args):
 
 
 def cmd_bench(args):
+    if getattr(args, "distributed", False):
+        from ..distributed import bench as dist_bench
+        dist_bench.run(quick=args.quick, json_path=args.json)
+        return 0
     from ..benchmarks import runner
     return runner.main(args)
 
@@ -323,6 +338,10 @@ def build_parser(prog=None):
                    help="report test metrics after each epoch")
     t.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2],
                    help="0: silent, 1: progress bar, 2: one line per epoch")
+    t.add_argument("--ranks", type=_positive_int, default=None, metavar="N",
+                   help="data-parallel training on N MPI ranks (re-runs the command under "
+                        "mpiexec -n N; needs `pip install fastdrop-engine[mpi] mpich`); "
+                        "--batch-size is the global batch, --threads the threads per rank")
     t.set_defaults(func=cmd_train, _parser=t)
     i = sub.add_parser("info", formatter_class=_Formatter,
                        help="version, kernel path, OpenMP, threads")
@@ -336,6 +355,10 @@ def build_parser(prog=None):
     b.add_argument("--threads", type=_nonneg_int, default=0,
                    help="kernel threads (0: all cores)")
     b.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    b.add_argument("--distributed", action="store_true",
+                   help="the data-parallel bench instead: 1 rank x 2 threads against 2 ranks "
+                        "x 1 thread under mpiexec (compute and communication per step), and "
+                        "the ring-allreduce scaling model for 8-64 nodes")
     b.set_defaults(func=cmd_bench)
     c = sub.add_parser("convert", formatter_class=_Formatter,
                        help="convert a model between .keras, .h5, .fdm and .onnx",
@@ -357,6 +380,7 @@ def build_parser(prog=None):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

@@ -8,7 +8,9 @@ or pass), and the element index of a sample's bits starts at ``sample * per_samp
 the batch it is computed in.
 
 * TRAIN: seed = derive(base, KEY_DROPOUT, layer, step); samples are counted from the start
-  of the batch (the step key already makes every batch's noise distinct).
+  of the global batch (the step key already makes every batch's noise distinct).  A call
+  that computes rows ``[offset, offset + m)`` of a global batch (one rank's share in
+  ``fastdrop.distributed``) draws exactly the bits one process draws for those rows.
 * MC:    rows are ``passes`` blocks of ``samples`` rows (row = pass * samples + s); pass p
   uses seed = derive(call seed, KEY_MC, layer, p) and sample s has global index
   ``offset + s``.  The result of an MC prediction is therefore the same for any chunking.
@@ -33,7 +35,8 @@ class Context:
     m        rows in this call (in MC: passes * samples)
     samples  distinct samples in this call (m // passes)
     passes   MC passes stacked in the rows (1 outside MC)
-    offset   global index of the first sample (MC: index in the predict call)
+    offset   global index of the first sample (TRAIN: row in the global batch, non-zero
+             for a rank's share in data-parallel training; MC: index in the predict call)
     seed     base seed of the noise (model seed in TRAIN, the call's seed in MC)
     """
 
@@ -79,8 +82,11 @@ class Context:
         n = self.m * per_sample
         view = out[:(n + 7) // 8]
         if self.mode == TRAIN or self.mode == INFER:
-            _core.dropout_mask(n, self.noise_seed(layer_index, layer_seed, key, part), rate,
-                               view)
+            seed = self.noise_seed(layer_index, layer_seed, key, part)
+            if self.offset:
+                _core.dropout_mask_range(self.offset * per_sample, n, seed, rate, view, 0)
+            else:
+                _core.dropout_mask(n, seed, rate, view)
             return view
         s = self.samples
         for p in range(self.passes):

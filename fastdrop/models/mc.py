@@ -26,7 +26,8 @@ def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0):
     batch.  Chunks are sized by activation bytes.  Masks are keyed by (seed, layer, pass,
     global sample index): the result does not depend on batch_size or on the other
     samples in x.  offset: the global index of x's first sample (a generator's batches are
-    keyed by their running index: ``data_adapters.mc_moments``).
+    keyed by their running index: ``data_adapters.mc_moments``; a rank's shard in
+    fastdrop.distributed).
     """
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, numbers.Integral) \
             or mc_samples < 1:

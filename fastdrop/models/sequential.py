@@ -34,6 +34,7 @@ from ..engine import activations as _acts
 from ..engine.stage import IdentityStage
 from ..engine.variables import VariableStore
 from ..layers.base import Layer
+from . import _distribution as _dp_state
 from ._args import _shape_fits, _shape_str
 from .trainer import NonFiniteLossError, Trainer  # noqa: F401
 
@@ -434,6 +435,9 @@ class Sequential(Trainer):
         ``keras.models.load_model``), any other name fastdrop's own format (``.fdm``)."""
         from ..io.formats import save
         with self._lock:
+            dp = _dp_state.active()
+            if dp is not None:       # fastdrop.distributed: rank 0 writes
+                return dp.rank0_write(lambda: save(self, filepath))
             save(self, filepath)
 
     def export(self, filepath, format="onnx", mc_dropout=False, opset=17, verbose=None):
@@ -451,6 +455,10 @@ class Sequential(Trainer):
                 "(save fastdrop's own format with model.save)")
         from ..io.onnx import export_onnx
         with self._lock:
+            dp = _dp_state.active()
+            if dp is not None:       # fastdrop.distributed: rank 0 writes
+                return dp.rank0_write(lambda: export_onnx(self, filepath, mc_dropout=mc_dropout,
+                                                          opset=opset), "export")
             return export_onnx(self, filepath, mc_dropout=mc_dropout, opset=opset)
 
     def save_weights(self, filepath):
@@ -458,6 +466,9 @@ class Sequential(Trainer):
         format; ``load_weights`` reads them into a model of the same architecture."""
         from ..io.native import save_weights
         with self._lock:
+            dp = _dp_state.active()
+            if dp is not None:       # fastdrop.distributed: rank 0 writes
+                return dp.rank0_write(lambda: save_weights(self, filepath), "save_weights")
             save_weights(self, filepath)
 
     def load_weights(self, filepath):

@@ -21,7 +21,9 @@ from .. import optimizers as _optimizers
 from .. import random as _random
 from ..engine import INFER, TRAIN, Context
 from . import data_adapters as _adapters
+from . import _distribution as _dp_state
 from ._args import _int_arg
+from .heads import _ACCURACY, Heads
 from .inputs import Inputs
 
 
@@ -40,14 +42,13 @@ _VAL_RAN_OUT = ("validation_data ran out of data: no val_ metrics this epoch. A 
                 "a PyDataset or DataLoader")
 
 
-_ACCURACY = ("accuracy", "acc")
 _METRICS = _ACCURACY + ("categorical_accuracy", "sparse_categorical_accuracy",
                         "binary_accuracy", "mae", "mean_absolute_error", "mse",
                         "mean_squared_error")
 
 
 
-class Trainer(Inputs):
+class Trainer(Heads, Inputs):
     """Mixin of ``Sequential``: the training, evaluation and prediction loops."""
 
     # ----------------------------------------------------------------- compiling
@@ -81,121 +82,6 @@ class Trainer(Inputs):
             self._plan()
             self.optimizer.build(self._store.params.size)
 
-    def _metric_fns(self, y_shape=None):
-        """[(log name, fn(z, y, w) -> (weighted sum, weight), weighted)] for the compiled
-        metrics, then the weighted metrics (a name both have is logged 'weighted_<name>').
-
-        ``z``: the loss rows (rows, C) of the batch (logits when the model has a loss head,
-        else its outputs), ``y`` the targets in rows ((rows, C), or (rows,) labels), ``w``
-        per-row weights (sample weights times the output mask) or None.  Each metric is a
-        Keras ``MeanMetricWrapper``: per-row values (the last axis reduced), their weighted
-        sum over the weight sum.  ``'accuracy'``/``'acc'`` resolve as Keras 3 resolves them
-        (``compile_utils.is_binary_or_sparse_categorical``), from the shapes alone: an
-        output whose last axis is 1 -> binary accuracy; targets of lower rank than the
-        output, or a last axis of 1 against more than one output -> sparse categorical;
-        else categorical.  ``y_shape``: the targets' shape as the user gave them."""
-        out_shape = tuple(self._out_shape) if self.built else (self.output_dim or 1,)
-        p_rank, p_last = 1 + len(out_shape), out_shape[-1] if out_shape else 1
-        if y_shape is None:          # the shape Keras would see for the loss's targets
-            y_shape = (0,) + (out_shape[:-1] if self.loss.sparse else out_shape)
-        y_shape = tuple(y_shape)
-        t_rank, t_last = len(y_shape), (y_shape[-1] if len(y_shape) > 1 else None)
-        fns = []
-        plain = list(self.metrics)
-        for weighted, ms in ((False, plain), (True, getattr(self, "weighted_metrics", []))):
-            for m in ms:
-                kind = m
-                if m in _ACCURACY:
-                    if p_last == 1:
-                        kind = "binary_accuracy"
-                    elif t_rank < p_rank or t_last == 1:
-                        kind = "sparse_categorical_accuracy"
-                    else:
-                        kind = "categorical_accuracy"
-                name = "weighted_" + m if (weighted and m in plain) else m
-                fns.append((name, self._metric(kind), weighted))
-        return fns
-
-    def _metric(self, kind):
-        sparse = self.loss.sparse
-
-        def labels(y):                       # class indices per row
-            if y.ndim == 1:
-                return y
-            return y[:, 0] if y.shape[1] == 1 else y.argmax(axis=1)
-
-        def reduce(v, w):
-            if w is None:
-                return float(np.sum(v, dtype=np.float64)), v.shape[0]
-            return float(np.dot(v.astype(np.float64), w)), float(np.sum(w, dtype=np.float64))
-
-        if kind == "sparse_categorical_accuracy":
-            def f(z, y, w):
-                return reduce((z.argmax(axis=1) == labels(y)).astype(np.float32), w)
-        elif kind == "categorical_accuracy":
-            def f(z, y, w):
-                t = y if sparse else y.argmax(axis=1)
-                return reduce((z.argmax(axis=1) == t).astype(np.float32), w)
-        elif kind == "binary_accuracy":
-            def f(z, y, w):
-                # Keras: y_true == (y_pred > 0.5) on the probabilities, y_true as given
-                p = self._head_rows(z)
-                yy = y.reshape(-1, 1) if y.ndim == 1 else y
-                return reduce((yy == (p > 0.5)).mean(axis=1), w)
-        else:
-            sq = kind in ("mse", "mean_squared_error")
-
-            def f(z, y, w):
-                p = self._head_rows(z).astype(np.float64)
-                yy = y.reshape(-1, 1) if y.ndim == 1 else y
-                d = p - yy
-                return reduce((d * d).mean(axis=1) if sq else np.abs(d).mean(axis=1), w)
-        return f
-
-    def _head_rows(self, z):
-        """The model's outputs for loss rows z (the head applied row-wise)."""
-        if self._head is None:
-            return z
-        return self._apply_head(z, np.empty(z.shape, np.float32))
-
-    @property
-    def _rows(self):
-        """(R, C): loss rows per sample (the product of the output's leading axes, 1 for a
-        vector output) and the last axis, over which losses and activations reduce."""
-        s = tuple(self._out_shape)
-        if not s:
-            return 1, 1
-        return int(np.prod(s[:-1], dtype=np.int64)) if len(s) > 1 else 1, int(s[-1])
-
-    def _row_weights(self, w, mask, m):
-        """Per-row weights of a batch of m samples for the loss and for the metrics, as
-        Keras applies ``sample_weight`` and the output mask: the loss uses the mask scaled
-        by total/valid (``losses.loss.apply_mask``, reduction sum_over_batch_size), the
-        metrics the mask as is (reduction 'sum').  Returns (loss row weights, (metric row
-        weights: the mask alone, the mask times sample weights)); None for none."""
-        R = self._rows[0]
-        wr = None
-        if w is not None:
-            wr = np.repeat(w, R) if (w.ndim == 1 and R > 1) else w.reshape(-1)
-        if mask is None:
-            return wr, (None, wr)
-        mk = np.asarray(mask).reshape(m, -1).astype(bool)
-        if mk.shape[1] != R:
-            if R % mk.shape[1]:
-                return wr, (None, wr)   # a mask that does not align with the outputs
-            mk = np.repeat(mk, R // mk.shape[1], axis=1)
-        valid = int(np.count_nonzero(mk))
-        fm = mk.reshape(-1).astype(np.float32)
-        scale = np.float32(mk.size / valid) if valid else np.float32(0.0)
-        wm = fm if wr is None else wr * fm
-        return np.ascontiguousarray(wm * scale, np.float32), (fm, wm)
-
-    def _loss_rows(self, h, y, m):
-        """The batch output h and targets y as loss rows (m*R, C) / (m*R,)."""
-        R, C = self._rows
-        z = h.reshape(m * R, C)
-        return z, (y.reshape(m * R) if self.loss.sparse else y.reshape(m * R, C))
-
     # ------------------------------------------------------------------ compute
     def _forward(self, ctx, x, stages=None, mask=None, want_mask=False):
         """Run ``stages`` (default: all) on x.  ``mask``: the sequence mask entering the
@@ -218,35 +104,17 @@ class Trainer(Inputs):
         for i in range(len(self._stages) - 1, f - 1, -1):
             d = self._stages[i].backward(ctx, d, i > f)
 
-    def _apply_head(self, z, out=None):
-        """The fused loss head (softmax or sigmoid) applied to logits z, on the output's
-        last axis (each time step or pixel of an N-D output is a distribution, as Keras);
-        out: a float32 array of z's size (any shape), or None."""
-        C = self._rows[1] if self.built else z.shape[-1]
-        z2 = z.reshape(-1, C)
-        if out is None:
-            out = np.empty(z.shape, np.float32)
-        o2 = out.reshape(-1, C)
-        if self._head == "softmax":
-            _core.softmax(np.ascontiguousarray(z2), o2)
-        elif self._head == "sigmoid":
-            np.negative(z2, out=o2)
-            np.exp(o2, out=o2)
-            o2 += 1.0
-            np.reciprocal(o2, out=o2)
-        else:
-            o2[...] = z2
-        return out.reshape(z.shape)
-
-    def _train_step(self, xb, yb, wb, m):
+    def _train_step(self, xb, yb, wb, m, offset=0, counts=None):
         """One TRAIN forward and backward (gradients in the blocks, regularizer
         gradients added; no update); returns (weighted loss sum over the batch's samples,
-        loss rows z, target rows, metric row weights)."""
-        ctx = Context(TRAIN, m, step=self._step, seed=self.seed)
+        loss rows z, target rows, metric row weights).  offset: row of xb[0] in the global
+        batch (a rank's share in fastdrop.distributed); counts: the loss mask's
+        (valid, total) over the global batch (``_row_weights``)."""
+        ctx = Context(TRAIN, m, step=self._step, seed=self.seed, offset=offset)
         logits, mask = self._forward(ctx, xb, want_mask=True)
         z, yr = self._loss_rows(logits, yb, m)
         grad = self._extra["dlogits"][:m].reshape(z.shape)
-        wl, wm = self._row_weights(wb, mask, m)
+        wl, wm = self._row_weights(wb, mask, m, counts)
         loss_sum = self.loss.forward_backward(z, yr, grad, wl)
         R = z.shape[0] // m
         if R != 1:          # the loss is the mean over the m*R rows: per sample, / R
@@ -397,11 +265,14 @@ class Trainer(Inputs):
         history.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
         self.history = history
         self.stop_training = False
+        dp = _dp_state.active()
+        if dp is not None:    # fastdrop.distributed: agree, broadcast rank 0's weights
+            metric_fns, cbs, verbose = dp.begin_fit(self, n, bs, steps, metric_fns, cbs,
+                                                    verbose)
         bar = _callbacks.ProgressBar(verbose)
         for cb in cbs:
             cb.on_train_begin()
         has_penalty = bool(self._reg_vars)
-        store = self._store
         for epoch in range(initial_epoch, epochs):
             if ep is not None:
                 raw = opened if opened is not None else ep.epoch(self._step)
@@ -430,22 +301,33 @@ class Trainer(Inputs):
                     cb.on_train_batch_begin(b)
                 lo, hi = b * bs, min((b + 1) * bs, n)
                 m = hi - lo
+                off = 0
                 wb = None
                 if batches is not None:
                     xb, yb, wb = batch
-                    m = xb.shape[0]
-                elif order is not None:
-                    idx = order[lo:hi]
-                    xb = np.take(x, idx, axis=0, out=xbuf[:m])
-                    yb = np.take(y, idx, axis=0, out=ybuf[:m])
-                    if w is not None:
-                        wb = np.take(w, idx, axis=0, out=wbuf[:m])
+                    m = mr = xb.shape[0]
+                    if dp is not None:   # this rank's contiguous share of the source's batch
+                        off, a, c = dp.share(0, m)
+                        xb, yb = xb[a:c], yb[a:c]
+                        wb = None if wb is None else wb[a:c]
+                        mr = c - a
                 else:
-                    xb, yb = x[lo:hi], y[lo:hi]
-                    if w is not None:
-                        wb = w[lo:hi]
+                    if dp is not None:   # this rank's contiguous share of the global batch
+                        off, lo, hi = dp.share(lo, hi)
+                    mr = hi - lo
+                    if order is not None:
+                        idx = order[lo:hi]
+                        xb = np.take(x, idx, axis=0, out=xbuf[:mr])
+                        yb = np.take(y, idx, axis=0, out=ybuf[:mr])
+                        if w is not None:
+                            wb = np.take(w, idx, axis=0, out=wbuf[:mr])
+                    else:
+                        xb, yb = x[lo:hi], y[lo:hi]
+                        if w is not None:
+                            wb = w[lo:hi]
                 batch_loss, z, yr, wm = self._guarded_step(
-                    xb, yb, wb, m, segments, has_penalty, f"at epoch {epoch + 1}, step {b + 1}")
+                    xb, yb, wb, m, segments, has_penalty, f"at epoch {epoch + 1}, step {b + 1}",
+                    dp, mr, off)
                 for k, (_, f, weighted) in enumerate(metric_fns):
                     s_, c_ = f(z, yr, wm[weighted])
                     sums[k] += s_
@@ -487,15 +369,22 @@ class Trainer(Inputs):
                 a.close()
         return history
 
-    def _guarded_step(self, xb, yb, wb, m, segments, has_penalty, where):
+    def _guarded_step(self, xb, yb, wb, m, segments, has_penalty, where, dp=None, mr=None,
+                      off=0):
         """A training step that is applied only when its loss and gradients are finite:
         else every weight, optimizer slot and moving statistic stays as before it and
         ``NonFiniteLossError`` says so.  Returns (batch loss, loss rows, target rows,
-        metric row weights)."""
+        metric row weights).  dp: the DataParallel in force; then xb holds this rank's
+        ``mr`` rows (rows ``off..`` of the global batch of m), and the loss, gradients and
+        moving statistics checked are the ones combined over the ranks (every rank takes
+        the same decision)."""
         store = self._store
         # the moving statistics move during the forward pass: keep them (a few floats)
         state0 = store.state.copy() if store.state.size else None
-        loss_sum, z, yr, wm = self._train_step(xb, yb, wb, m)
+        if dp is None:
+            loss_sum, z, yr, wm = self._train_step(xb, yb, wb, m)
+        else:               # gradients and loss summed over the ranks, in a fixed order
+            loss_sum, z, yr, wm = dp.train_step(self, xb, yb, wb, mr, off, m)
         batch_loss = loss_sum / m
         if has_penalty:
             batch_loss += self._penalty()
@@ -577,6 +466,8 @@ class Trainer(Inputs):
             self._ensure(x.shape[1:], bs)
             batches = ((x[lo:lo + bs], y[lo:lo + bs], None if w is None else w[lo:lo + bs])
                        for lo in range(0, n, bs))
+        dp = _dp_state.active()
+        cnt = dp.mask_counts(self) if dp is not None else None
         n = 0
         total = 0.0
         sums = [0.0] * len(metric_fns)
@@ -584,14 +475,24 @@ class Trainer(Inputs):
         for xb, yb, wb in batches:
             m = xb.shape[0]
             n += m
+            if dp is not None:      # this rank's share of the batch; sums combined below
+                _, a, c = dp.share(0, m)
+                xb, yb, wb = xb[a:c], yb[a:c], None if wb is None else wb[a:c]
+                m = c - a
+                if m == 0:
+                    if cnt is not None:
+                        cnt(0, 0)
+                    continue
             out, mask = self._forward(Context(INFER, m), xb, want_mask=True)
             z, yr = self._loss_rows(out, yb, m)
-            wl, wm = self._row_weights(wb, mask, m)
+            wl, wm = self._row_weights(wb, mask, m, cnt)
             total += self.loss.sum_loss(z, yr, wl) / (z.shape[0] // m)
             for k, (_, f, weighted) in enumerate(metric_fns):
                 s_, c_ = f(z, yr, wm[weighted])
                 sums[k] += s_
                 counts[k] += c_
+        if dp is not None:
+            total, sums, counts = dp.combine_sums(total, sums, counts)
         if n == 0:
             raise ValueError("no batches to evaluate")
         store = self._store
@@ -675,6 +576,12 @@ class Trainer(Inputs):
         with self._lock:
             if steps is not None and not _adapters.is_source(x):
                 x = _adapters.array_steps((np.asarray(x),), steps, batch_size or 32)[0]
+            dp = _dp_state.active()
+            if dp is not None and not _adapters.is_source(x):
+                # each rank its shard of the samples, then gathered
+                return dp.predict(self, x, batch_size, mc_samples, seed)
+            if dp is not None and mc_samples is not None and seed is None:
+                seed = dp.common_seed()      # every rank the same masks
             if mc_samples is not None:
                 from .mc import _mc_moments
                 if _adapters.is_source(x):

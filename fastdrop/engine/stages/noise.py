@@ -108,6 +108,10 @@ class GaussianDropoutStage(_NoiseStage):
                 _core.gaussian_noise_range(ctx.offset * self.dim, noise[p * s:(p + 1) * s],
                                            ctx.noise_seed(layer.noise_index, layer.seed,
                                                           pass_index=p), layer.stddev)
+        elif ctx.offset:      # TRAIN rows [offset, offset + m) of a global batch
+            _core.gaussian_noise_range(ctx.offset * self.dim, noise,
+                                       ctx.noise_seed(layer.noise_index, layer.seed),
+                                       layer.stddev)
         else:
             _core.gaussian_noise(noise, ctx.noise_seed(layer.noise_index, layer.seed),
                                  layer.stddev)
