@@ -29,6 +29,7 @@ except ImportError:
         raise _err from None
     raise
 from . import kernels
+from . import config, mixed_precision
 from . import (callbacks, constraints, datasets, initializers, layers, losses, models,
                optimizers, regularizers, utils)
 from .layers import Activation, Dense, Dropout, Flatten, Input, ReLU
@@ -41,7 +42,7 @@ __all__ = [
     "__version__", "kernels", "set_num_threads", "get_num_threads", "cpu_info", "set_seed",
     "set_flush_denormals", "get_flush_denormals",
     "Sequential", "load_model", "Dense", "Dropout", "Activation", "ReLU", "Flatten", "Input",
-    "callbacks", "constraints", "datasets", "initializers", "layers", "losses", "models",
+    "config", "mixed_precision", "callbacks", "constraints", "datasets", "initializers", "layers", "losses", "models",
     "optimizers", "regularizers", "utils",
 ]
 
