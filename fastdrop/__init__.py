@@ -48,6 +48,13 @@ __all__ = [
 
 
 def _check_env():
+    import os
+    want = os.environ.get("FASTDROP_ISA")
+    if want in ("avx512bf16", "amx") and _core.bf16_path() != want:
+        import warnings
+        warnings.warn(f"FASTDROP_ISA={want!r}: this CPU, OS or build cannot run that bf16 "
+                      f"path (supported: {_core.bf16_paths_supported()}); bf16 GEMMs use "
+                      f"{_core.bf16_path()!r}", RuntimeWarning, stacklevel=3)
     err = _core.isa_env_error()
     if err:
         import os
