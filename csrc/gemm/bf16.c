@@ -220,13 +220,14 @@ typedef struct {
     int64_t rs, cs;    /* element (i, j) at p[i*rs + j*cs] */
 } fd_opnd;
 
-/* n consecutive elements (stride 1) from (i, j) onwards along the contiguous axis, as
- * bf16, into dst. */
-static inline void fetch16(const fd_opnd *X, int64_t off, int64_t n, uint16_t *dst,
-                           fd_bf16_cvt_fn cvt)
+/* n consecutive elements (stride 1) from element offset off, as bf16: in place for bf16
+ * operands, else converted into dst. */
+static inline const uint16_t *fetch16(const fd_opnd *X, int64_t off, int64_t n, uint16_t *dst,
+                                      fd_bf16_cvt_fn cvt)
 {
-    if (X->is16) memcpy(dst, (const uint16_t *)X->p + off, (size_t)n * 2);
-    else cvt(n, (const float *)X->p + off, dst);
+    if (X->is16) return (const uint16_t *)X->p + off;
+    cvt(n, (const float *)X->p + off, dst);
+    return dst;
 }
 
 static inline uint16_t elem16(const fd_opnd *X, int64_t off)
@@ -247,23 +248,26 @@ static void pack_pairs(const fd_opnd *X, int64_t i0, int64_t p0, int64_t extent,
                 for (int64_t q = 0; q < k2; q++) d[q * W] = 0;
                 continue;
             }
-            fetch16(X, (i0 + i) * X->rs + p0, kc, tmp, cvt);
-            if (kc < kcp) memset(tmp + kc, 0, (size_t)(kcp - kc) * 2);
-            const uint16_t *t = tmp;
-            for (int64_t q = 0; q < k2; q++)
+            const uint16_t *t = fetch16(X, (i0 + i) * X->rs + p0, kc, tmp, cvt);
+            const int64_t full = kc / 2;
+            for (int64_t q = 0; q < full; q++)
                 d[q * W] = (uint32_t)t[2 * q] | (uint32_t)t[2 * q + 1] << 16;
+            if (kc & 1) d[full * W] = t[kc - 1];
+            for (int64_t q = (kc + 1) / 2; q < k2; q++) d[q * W] = 0;
         }
         return;
     }
     /* X(i, p) contiguous along i (or strided): two source lines per pair row */
-    uint16_t *t0 = tmp, *t1 = tmp + extent + 32;
+    uint16_t *b0 = tmp, *b1 = tmp + extent + 32;
     for (int64_t q = 0; q < k2; q++) {
         const int64_t pa = 2 * q, pb = 2 * q + 1;
+        const uint16_t *t0 = b0, *t1 = b1;
         for (int r = 0; r < 2; r++) {
             const int64_t p = r ? pb : pa;
-            uint16_t *t = r ? t1 : t0;
+            uint16_t *t = r ? b1 : b0;
+            const uint16_t **tp = r ? &t1 : &t0;
             if (p >= kc) memset(t, 0, (size_t)extent * 2);
-            else if (X->rs == 1) fetch16(X, (p0 + p) * X->cs + i0, extent, t, cvt);
+            else if (X->rs == 1) *tp = fetch16(X, (p0 + p) * X->cs + i0, extent, t, cvt);
             else
                 for (int64_t i = 0; i < extent; i++)
                     t[i] = elem16(X, (i0 + i) * X->rs + (p0 + p) * X->cs);
@@ -290,8 +294,32 @@ static void pack_rows(const fd_opnd *X, int64_t i0, int64_t p0, int64_t extent, 
                 memset(d, 0, (size_t)kcp * 2);
                 continue;
             }
-            fetch16(X, (i0 + i) * X->rs + p0, kc, d, cvt);
+            if (X->is16) memcpy(d, (const uint16_t *)X->p + (i0 + i) * X->rs + p0, (size_t)kc * 2);
+            else cvt(kc, (const float *)X->p + (i0 + i) * X->rs + p0, d);
             if (kc < kcp) memset(d + kc, 0, (size_t)(kcp - kc) * 2);
+        }
+        return;
+    }
+    if (kcp % 4 == 0) { /* four source lines at a time: one 64-bit store per row */
+        uint16_t *tb[4];
+        const uint16_t *t[4];
+        for (int r = 0; r < 4; r++) tb[r] = tmp + r * (extent + 32);
+        for (int64_t p = 0; p < kcp; p += 4) {
+            for (int r = 0; r < 4; r++) {
+                const int64_t pr = p + r;
+                t[r] = tb[r];
+                if (pr >= kc) memset(tb[r], 0, (size_t)extent * 2);
+                else if (X->rs == 1) t[r] = fetch16(X, (p0 + pr) * X->cs + i0, extent, tb[r], cvt);
+                else
+                    for (int64_t i = 0; i < extent; i++)
+                        tb[r][i] = elem16(X, (i0 + i) * X->rs + (p0 + pr) * X->cs);
+            }
+            for (int64_t i = 0; i < extent; i++) {
+                const uint64_t w = (uint64_t)t[0][i] | (uint64_t)t[1][i] << 16 |
+                                   (uint64_t)t[2][i] << 32 | (uint64_t)t[3][i] << 48;
+                memcpy(dst + i * kcp + p, &w, 8);
+            }
+            for (int64_t i = extent; i < panels * W; i++) memset(dst + i * kcp + p, 0, 8);
         }
         return;
     }
@@ -300,11 +328,12 @@ static void pack_rows(const fd_opnd *X, int64_t i0, int64_t p0, int64_t extent, 
             for (int64_t i = 0; i < panels * W; i++) dst[i * kcp + p] = 0;
             continue;
         }
-        if (X->rs == 1) fetch16(X, (p0 + p) * X->cs + i0, extent, tmp, cvt);
+        const uint16_t *t = tmp;
+        if (X->rs == 1) t = fetch16(X, (p0 + p) * X->cs + i0, extent, tmp, cvt);
         else
             for (int64_t i = 0; i < extent; i++)
                 tmp[i] = elem16(X, (i0 + i) * X->rs + (p0 + p) * X->cs);
-        for (int64_t i = 0; i < extent; i++) dst[i * kcp + p] = tmp[i];
+        for (int64_t i = 0; i < extent; i++) dst[i * kcp + p] = t[i];
         for (int64_t i = extent; i < panels * W; i++) dst[i * kcp + p] = 0;
     }
 }
@@ -330,6 +359,38 @@ static int ep_active(const fd_epilogue *ep)
     return ep && (ep->bias || ep->relu || ep->mask || ep->scale || ep->shift);
 }
 
+/* One 64-byte-aligned packing buffer per thread, grown on demand, freed with the fp32
+ * frame's (fd_release_thread_buffers calls fd_bf16_release_thread_buffer). */
+static _Thread_local char *my_buf = NULL;
+static _Thread_local size_t my_cap = 0;
+
+static _Thread_local uint16_t *pre_buf = NULL; /* the caller's operand copies */
+static _Thread_local size_t pre_cap = 0;
+
+void fd_bf16_release_thread_buffer(void)
+{
+    free(my_buf);
+    my_buf = NULL;
+    my_cap = 0;
+    free(pre_buf);
+    pre_buf = NULL;
+    pre_cap = 0;
+}
+
+static char *bf16_buffer(size_t bytes)
+{
+    if (my_cap < bytes) { /* (not pre_buf: it may hold this call's operand copies) */
+        free(my_buf);
+        my_buf = NULL;
+        my_cap = 0;
+        char *p = aligned_alloc(64, bytes);
+        if (!p) return NULL;
+        my_buf = p;
+        my_cap = bytes;
+    }
+    return my_buf;
+}
+
 static int run_block(const fd_bf16_job *J, int64_t i0, int64_t i1, int64_t j0, int64_t j1)
 {
     const fd_bf16_kernel *K = J->K;
@@ -339,15 +400,12 @@ static int run_block(const fd_bf16_job *J, int64_t i0, int64_t i1, int64_t j0, i
     const int64_t MC = min64(K->mc, div_up(i1 - i0, MR) * MR);
     const int64_t NC = min64(K->nc, div_up(j1 - j0, NR) * NR);
     const size_t abytes = (size_t)MC * KC * 2 + 64, bbytes = (size_t)NC * KC * 2 + 64;
-    const size_t tbytes = (size_t)(2 * (KC + (MC > NC ? MC : NC)) + 128) * 2;
-    char *mem = aligned_alloc(64, (abytes + bbytes + tbytes + 63) & ~(size_t)63);
+    const size_t tbytes = (size_t)(4 * (KC + (MC > NC ? MC : NC)) + 256) * 2;
+    char *mem = bf16_buffer((abytes + bbytes + tbytes + 63) & ~(size_t)63);
     if (!mem) return -1;
     void *abuf = mem, *bbuf = mem + ((abytes + 63) & ~(size_t)63);
     uint16_t *tmp = (uint16_t *)(mem + ((abytes + 63) & ~(size_t)63) + ((bbytes + 63) & ~(size_t)63));
-    if (K->thread_enter && K->thread_enter() != 0) {
-        free(mem);
-        return -1;
-    }
+    if (K->thread_enter && K->thread_enter() != 0) return -1;
     const fd_opnd bt = {J->b.p, J->b.is16, J->b.cs, J->b.rs}; /* X(j, p) = op(B)(p, j) */
     for (int64_t jc = j0; jc < j1; jc += NC) {
         const int64_t nc = min64(NC, j1 - jc);
@@ -376,7 +434,6 @@ static int run_block(const fd_bf16_job *J, int64_t i0, int64_t i1, int64_t j0, i
         }
     }
     if (K->thread_exit) K->thread_exit();
-    free(mem);
     return 0;
 }
 
@@ -394,18 +451,65 @@ static void cell_chunk(void *vj, int64_t cell)
 
 #define FD_BF16_GRAIN (1 << 19) /* multiply-adds per thread before a 2nd thread helps */
 
-static int run_kernel(fd_bf16_job *J)
+/* fp32 operand X (stored rows × cols, row stride ld) -> contiguous bf16 rows in dst */
+typedef struct {
+    const float *src;
+    int64_t cols, ld;
+    uint16_t *dst;
+    fd_bf16_cvt_fn cvt;
+} fd_pre_job;
+
+static void pre_rows(void *vj, int64_t lo, int64_t hi)
+{
+    const fd_pre_job *P = vj;
+    for (int64_t r = lo; r < hi; r++) P->cvt(P->cols, P->src + r * P->ld, P->dst + r * P->cols);
+}
+
+/* An fp32 operand that several cells would pack (and so convert) again is converted once,
+ * in parallel, into one bf16 copy; packing then only rearranges.  0, or -1 (no memory). */
+static int preconvert(fd_opnd *X, int trans, int64_t op_rows, int64_t op_cols, int64_t ld,
+                      uint16_t *dst, fd_bf16_cvt_fn cvt)
+{
+    const int64_t rows = trans ? op_cols : op_rows, cols = trans ? op_rows : op_cols;
+    fd_pre_job P = {(const float *)X->p, cols, ld, dst, cvt};
+    fd_parallel_range(rows, div_up(1 << 15, cols), 1, pre_rows, &P);
+    *X = trans ? (fd_opnd){dst, 1, 1, cols} : (fd_opnd){dst, 1, cols, 1};
+    return 0;
+}
+
+static int run_kernel(fd_bf16_job *J, int trans_a, int64_t lda, int trans_b, int64_t ldb)
 {
     const int MR = J->K->mr, NR = J->K->nr;
     const int64_t mt = div_up(J->m, MR), ntl = div_up(J->n, NR);
     int nt = fd_threads_for(J->m * J->n * J->k, FD_BF16_GRAIN);
     if (nt > mt * ntl) nt = (int)(mt * ntl);
-    if (nt <= 1) return run_block(J, 0, J->m, 0, J->n);
-    /* split the side with more tiles (the other operand is packed by every thread) */
+    /* split the side with more tiles (the other operand is packed by every cell) */
     J->tm = 1;
     J->tn = 1;
-    if (ntl >= mt) J->tn = (int)min64(ntl, 2 * (int64_t)nt);
-    else J->tm = (int)min64(mt, 2 * (int64_t)nt);
+    if (nt > 1) {
+        if (ntl >= mt) J->tn = (int)min64(ntl, (int64_t)nt);
+        else J->tm = (int)min64(mt, (int64_t)nt);
+    }
+    const int64_t a_packs = J->tn * div_up(div_up(ntl, J->tn) * NR, J->K->nc);
+    const int64_t b_packs = J->tm * div_up(div_up(mt, J->tm) * MR, J->K->mc);
+    const int pre_a = !J->a.is16 && a_packs > 1, pre_b = !J->b.is16 && b_packs > 1;
+    if (pre_a || pre_b) {
+        const size_t need = (pre_a ? (size_t)J->m * J->k : 0) + (pre_b ? (size_t)J->k * J->n : 0) + 32;
+        if (pre_cap < need) {
+            free(pre_buf);
+            pre_cap = 0;
+            pre_buf = aligned_alloc(64, (need * 2 + 63) & ~(size_t)63);
+            if (!pre_buf) return -1;
+            pre_cap = need;
+        }
+        uint16_t *p = pre_buf;
+        if (pre_a) {
+            preconvert(&J->a, trans_a, J->m, J->k, lda, p, J->K->cvt);
+            p += (size_t)J->m * J->k + 16;
+        }
+        if (pre_b) preconvert(&J->b, trans_b, J->k, J->n, ldb, p, J->K->cvt);
+    }
+    if (J->tm * J->tn <= 1) return run_block(J, 0, J->m, 0, J->n);
     fd_parallel(nt, (int64_t)J->tm * J->tn, cell_chunk, J);
     return J->err ? -1 : 0;
 }
@@ -474,7 +578,7 @@ int fd_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, floa
     J.c = c;
     J.ldc = ldc;
     J.ep = ep;
-    const int rc = run_kernel(&J);
+    const int rc = run_kernel(&J, trans_a, lda, trans_b, ldb);
     fd_fp_exit(fp);
     return rc;
 }

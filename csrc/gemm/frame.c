@@ -58,8 +58,11 @@ typedef struct {
 static _Atomic uint32_t release_gen = 0;
 static _Thread_local fd_pack_buf my_buf = {NULL, 0, 0};
 
+void fd_bf16_release_thread_buffer(void); /* bf16.c */
+
 void fd_release_thread_buffers(void)
 {
+    fd_bf16_release_thread_buffer();
     free(my_buf.p);
     my_buf.p = NULL;
     my_buf.cap = 0;

@@ -38,10 +38,21 @@ static void ukr_32x32(int64_t kcp, float alpha, const void *ap_, const void *bp_
     const uint16_t *ap = ap_;
     const uint32_t *bp = bp_;
     const int64_t sa = kcp * 2; /* bytes between A rows */
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
+    /* a whole tile with alpha 1 and beta 0 or 1 (every Dense GEMM): C itself is the
+     * accumulator, loaded into the tiles (beta 1) and stored from them */
+    const int direct = mr == MR && nr == NR && alpha == 1.0f && (beta == 0.0f || beta == 1.0f);
+    const int64_t sc = rs_c * 4;
+    if (direct && beta == 1.0f) {
+        _tile_loadd(0, c, sc);
+        _tile_loadd(1, c + 16, sc);
+        _tile_loadd(2, c + 16 * rs_c, sc);
+        _tile_loadd(3, c + 16 * rs_c + 16, sc);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
     for (int64_t kb = 0; kb < kcp / 32; kb++) {
         _tile_loadd(4, ap + kb * 32, sa);
         _tile_loadd(5, ap + 16 * kcp + kb * 32, sa);
@@ -51,6 +62,13 @@ static void ukr_32x32(int64_t kcp, float alpha, const void *ap_, const void *bp_
         _tile_dpbf16ps(1, 4, 7);
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
+    }
+    if (direct) {
+        _tile_stored(0, c, sc);
+        _tile_stored(1, c + 16, sc);
+        _tile_stored(2, c + 16 * rs_c, sc);
+        _tile_stored(3, c + 16 * rs_c + 16, sc);
+        return;
     }
     float t[MR * NR] __attribute__((aligned(64)));
     _tile_stored(0, t, NR * 4);
