@@ -202,3 +202,17 @@ def test_mixed_bfloat16_trains_and_stays_close_to_fp32(isa, path):
     m1, _, _, _ = _train("mixed_bfloat16", (isa, path))
     fastdrop.set_num_threads(None)
     np.testing.assert_array_equal(m1.predict(x), p)
+
+
+@pytest.mark.parametrize("isa,path", PATHS[:2])
+def test_mc_dropout_predict_under_the_policy(isa, path):
+    """MC dropout under mixed_bfloat16: float32 out, masks as fp32's (same seed: the
+    spread across passes matches), mean close to the fp32 model's."""
+    f32, x, _, _ = _train("float32", epochs=3)
+    m = _model("mixed_bfloat16")
+    m.set_weights(f32.get_weights())
+    _use(isa, path)
+    pm, ps = m.predict(x[:64], mc_samples=20, seed=7)
+    qm, qs = f32.predict(x[:64], mc_samples=20, seed=7)
+    assert pm.dtype == ps.dtype == np.float32 and pm.shape == qm.shape
+    assert np.abs(pm - qm).max() < 0.05 and np.abs(ps - qs).max() < 0.05
