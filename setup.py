@@ -3,8 +3,11 @@
 Every C file is compiled with the baseline flags of the target (plain x86-64 on x86);
 files whose name carries an ISA tag get that ISA's flags on top, and only those:
 
-    *avx512*.c  -> -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma
-    *avx2*.c    -> -mavx2 -mfma
+    *amx*.c        -> the avx512bf16 flags + -mamx-tile -mamx-bf16
+    *avx512bf16*.c -> the avx512 flags + -mavx512bf16
+    *avx512*.c     -> -mavx512f -mavx512dq -mavx512bw -mavx512vl -mavx2 -mfma
+    *avx2*.c       -> -mavx2 -mfma
+(the bf16 ones only when the compiler accepts them; else the bf16 GEMM is portable C)
 
 The kernel to run is chosen at import time (csrc/cpu.c).  The build never tunes for the
 build machine's CPU nor relaxes IEEE floating point: wheels run on any x86-64.
@@ -31,9 +34,25 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-ISA_FLAGS = {
+ISA_FLAGS = {  # a literal: tests/test_build.py reads it without running setup()
+    "amx": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma",
+            "-mavx512bf16", "-mamx-tile", "-mamx-bf16"],
+    "avx512bf16": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma",
+                   "-mavx512bf16"],
     "avx512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
     "avx2": ["-mavx2", "-mfma"],
+}
+# Compilers without these ISAs (GCC < 11 for AMX, < 10 for AVX512-BF16) skip the files:
+# the bf16 GEMM then runs its portable path.  An AMX file needs the AVX512-BF16 one.
+ISA_PROBES = {
+    "avx512bf16": """#include <immintrin.h>
+int main(void) { __m512 a = _mm512_set1_ps(1.0f); __m512bh b = _mm512_cvtne2ps_pbh(a, a);
+return (int)_mm512_reduce_add_ps(_mm512_dpbf16_ps(a, b, b)) == 0; }
+""",
+    "amx": """#include <immintrin.h>
+int main(void) { volatile int z = 0; if (z) { _tile_zero(0); _tile_dpbf16ps(0, 1, 2);
+_tile_release(); } return 0; }
+""",
 }
 
 
@@ -48,7 +67,7 @@ def is_x86():
 
 def isa_of(path):
     name = os.path.basename(path)
-    for isa in ("avx512", "avx2"):
+    for isa in ("amx", "avx512bf16", "avx512", "avx2"):
         if isa in name:
             return isa
     return None
@@ -120,6 +139,13 @@ class BuildExt(build_ext):
             else:
                 print("fastdrop: OpenMP not available; building single-threaded")
         srcs = c_sources()
+        for isa in ("avx512bf16", "amx"):
+            if any(isa_of(s) == isa for s in srcs) and not (
+                    (isa != "amx" or any(isa_of(s) == "avx512bf16" for s in srcs))
+                    and compiler_accepts(cc, base + ISA_FLAGS[isa], ISA_PROBES[isa])):
+                print(f"fastdrop: the compiler does not accept {' '.join(ISA_FLAGS[isa][-2:])}; "
+                      f"building without the {isa} bf16 kernel")
+                srcs = [s for s in srcs if isa_of(s) != isa]
         isas = {isa_of(s) for s in srcs} - {None}
         for isa in sorted(isas):
             macros.append(("FD_HAVE_" + isa.upper(), "1"))

@@ -250,8 +250,10 @@ static void init_once(void) {
         int want = -1;
         for (int i = 0; i < FD_ISA_COUNT; i++)
             if (strcmp(env, names[i]) == 0) want = i;
+        /* the bf16 paths (gemm/bf16.c) run beside the fp32 AVX-512 kernels */
+        if (strcmp(env, "avx512bf16") == 0 || strcmp(env, "amx") == 0) want = FD_ISA_AVX512;
         if (want < 0)
-            env_error = "FASTDROP_ISA must be one of ref, avx2, avx512";
+            env_error = "FASTDROP_ISA must be one of ref, avx2, avx512, avx512bf16, amx";
         else if (!table_ok[want])
             env_error = "FASTDROP_ISA names a path that was not compiled into this build";
         else if (!cpu_ok[want])

@@ -91,6 +91,25 @@ int  fd_sgemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const float *a, int64_t lda,
               const float *b, int64_t ldb,
               float beta, float *c, int64_t ldc, const fd_epilogue *ep);
+/* bf16 GEMM (gemm/bf16.c): as fd_sgemm, but the operands are rounded to bf16 (round to
+ * nearest even, subnormals flushed) and the products summed in fp32.  a / b hold fp32
+ * (a_bf16 / b_bf16 = 0) or bf16 bits as uint16 (1: a weight copy made once by
+ * fd_f32_to_bf16).  Paths: FD_BF16_AMX (tdpbf16ps), FD_BF16_AVX512BF16 (vdpbf16ps),
+ * FD_BF16_PORTABLE (bf16-rounded fp32 operands through fd_sgemm).  Returns 0 or -1
+ * (allocation failure). */
+enum { FD_BF16_PORTABLE = 0, FD_BF16_AVX512BF16 = 1, FD_BF16_AMX = 2, FD_BF16_COUNT = 3 };
+int  fd_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                  const void *a, int a_bf16, int64_t lda, const void *b, int b_bf16,
+                  int64_t ldb, float beta, float *c, int64_t ldc, const fd_epilogue *ep);
+void fd_f32_to_bf16(int64_t n, const float *src, uint16_t *dst);
+void fd_bf16_to_f32(int64_t n, const uint16_t *src, float *dst);
+const char *fd_bf16_path_name(int path);
+int  fd_bf16_path_compiled(int path);
+int  fd_bf16_path_cpu_supported(int path);
+int  fd_bf16_path_get(void);        /* the path a bf16 GEMM takes now */
+int  fd_bf16_path_set(int path);    /* 0, or -1 if not compiled / not supported */
+const char *fd_bf16_amx_note(void); /* why AMX is off on a CPU that has it, or NULL */
+
 /* Free GEMM packing buffers: the calling thread's now, every other thread's at its next
  * GEMM (idle helper threads at once).  Safe to call while other threads run GEMMs. */
 void fd_release_buffers(void);

@@ -29,6 +29,7 @@ except ImportError:
         raise _err from None
     raise
 from . import kernels
+from . import config, mixed_precision
 from . import (callbacks, constraints, datasets, initializers, layers, losses, models,
                optimizers, regularizers, utils)
 from .layers import Activation, Dense, Dropout, Flatten, Input, ReLU
@@ -41,12 +42,19 @@ __all__ = [
     "__version__", "kernels", "set_num_threads", "get_num_threads", "cpu_info", "set_seed",
     "set_flush_denormals", "get_flush_denormals",
     "Sequential", "load_model", "Dense", "Dropout", "Activation", "ReLU", "Flatten", "Input",
-    "callbacks", "constraints", "datasets", "initializers", "layers", "losses", "models",
+    "config", "mixed_precision", "callbacks", "constraints", "datasets", "initializers", "layers", "losses", "models",
     "optimizers", "regularizers", "utils",
 ]
 
 
 def _check_env():
+    import os
+    want = os.environ.get("FASTDROP_ISA")
+    if want in ("avx512bf16", "amx") and _core.bf16_path() != want:
+        import warnings
+        warnings.warn(f"FASTDROP_ISA={want!r}: this CPU, OS or build cannot run that bf16 "
+                      f"path (supported: {_core.bf16_paths_supported()}); bf16 GEMMs use "
+                      f"{_core.bf16_path()!r}", RuntimeWarning, stacklevel=3)
     err = _core.isa_env_error()
     if err:
         import os

@@ -1,5 +1,5 @@
 # Declarations of the C API in csrc/fastdrop.h (shared by the Cython modules).
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "fastdrop.h" nogil:
     enum:
@@ -42,6 +42,17 @@ cdef extern from "fastdrop.h" nogil:
                   float alpha, const float *a, int64_t lda, const float *b, int64_t ldb,
                   float beta, float *c, int64_t ldc, const fd_epilogue *ep)
     void fd_release_buffers()
+    int fd_gemm_bf16(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                     const void *a, int a_bf16, int64_t lda, const void *b, int b_bf16,
+                     int64_t ldb, float beta, float *c, int64_t ldc, const fd_epilogue *ep)
+    void fd_f32_to_bf16(int64_t n, const float *src, uint16_t *dst)
+    void fd_bf16_to_f32(int64_t n, const uint16_t *src, float *dst)
+    const char *fd_bf16_path_name(int path)
+    int fd_bf16_path_compiled(int path)
+    int fd_bf16_path_cpu_supported(int path)
+    int fd_bf16_path_get()
+    int fd_bf16_path_set(int path)
+    const char *fd_bf16_amx_note()
 
     uint32_t fd_dropout_threshold(double rate)
     void fd_dropout_mask_range(int64_t start, int64_t n, uint64_t seed, uint32_t threshold,

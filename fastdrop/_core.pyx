@@ -4,7 +4,7 @@
 # once, in fastdrop.kernels (public API) or in the model engine, before anything here
 # runs.  Every kernel call releases the GIL.
 cimport cython
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 import numpy as np
@@ -181,6 +181,111 @@ def gemm(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
         rc = fd_sgemm(trans_a, trans_b, m, n, k, alpha, pa, ac, pb, bc, beta, pc, n, pep)
     if rc != 0:
         raise MemoryError(f"gemm {m}x{n}x{k}: cannot allocate the packing buffer")
+
+
+# -------------------------------------------------------------------- bf16 GEMM
+BF16_PATHS = ("portable", "avx512bf16", "amx")
+
+
+def bf16_path():
+    """The path a bf16 GEMM takes now: 'amx', 'avx512bf16' or 'portable'."""
+    return BF16_PATHS[fd_bf16_path_get()]
+
+
+def bf16_paths_compiled():
+    return tuple(n for i, n in enumerate(BF16_PATHS) if fd_bf16_path_compiled(i))
+
+
+def bf16_paths_supported():
+    """bf16 paths compiled in and supported by this CPU and OS (AMX: tile permission)."""
+    return tuple(n for i, n in enumerate(BF16_PATHS)
+                 if fd_bf16_path_compiled(i) and fd_bf16_path_cpu_supported(i))
+
+
+def set_bf16_path(name):
+    """Choose the bf16 path (while the fp32 path is avx512; below it bf16 is portable)."""
+    if name not in BF16_PATHS:
+        raise ValueError(f"bf16 path must be one of {BF16_PATHS}, got {name!r}")
+    if fd_bf16_path_set(BF16_PATHS.index(name)) != 0:
+        raise ValueError(f"bf16 path {name!r} is not available here (supported: "
+                         f"{bf16_paths_supported()})")
+
+
+def bf16_amx_note():
+    cdef const char *e = fd_bf16_amx_note()
+    return None if e == NULL else e.decode()
+
+
+def f32_to_bf16(cnp.ndarray src not None, cnp.ndarray dst not None):
+    """dst (uint16, bf16 bits) = src (float32) rounded to nearest even; same size,
+    both C-contiguous."""
+    if (cnp.PyArray_TYPE(src) != cnp.NPY_FLOAT32 or not cnp.PyArray_IS_C_CONTIGUOUS(src)):
+        raise ValueError("src must be a C-contiguous float32 array")
+    if (cnp.PyArray_TYPE(dst) != cnp.NPY_UINT16 or not cnp.PyArray_IS_C_CONTIGUOUS(dst)
+            or not cnp.PyArray_ISWRITEABLE(dst)):
+        raise ValueError("dst must be a writeable C-contiguous uint16 array")
+    if cnp.PyArray_SIZE(src) != cnp.PyArray_SIZE(dst):
+        raise ValueError(f"src and dst sizes differ: {cnp.PyArray_SIZE(src)} and "
+                         f"{cnp.PyArray_SIZE(dst)}")
+    cdef int64_t n = cnp.PyArray_SIZE(src)
+    cdef const float *ps = <const float *>cnp.PyArray_DATA(src)
+    cdef uint16_t *pd = <uint16_t *>cnp.PyArray_DATA(dst)
+    with nogil:
+        fd_f32_to_bf16(n, ps, pd)
+
+
+cdef inline int _bf16_operand(cnp.ndarray x, str name) except -1:
+    """1 if x holds bf16 bits (uint16), 0 for float32; 2-D C-contiguous either way."""
+    cdef int t = cnp.PyArray_TYPE(x)
+    if (t != cnp.NPY_FLOAT32 and t != cnp.NPY_UINT16) or cnp.PyArray_NDIM(x) != 2 \
+            or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+        raise ValueError(f"{name} must be a C-contiguous 2-D float32 array or uint16 "
+                         f"(bf16 bits) array")
+    return 1 if t == cnp.NPY_UINT16 else 0
+
+
+def gemm_bf16(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
+              bint trans_a, bint trans_b, float alpha, float beta,
+              cnp.ndarray bias=None, bint relu=False, cnp.ndarray mask=None,
+              float mask_scale=1.0):
+    """As gemm, with a and b rounded to bf16 (RNE) and fp32 accumulation; a and b are
+    float32, or uint16 arrays of bf16 bits (f32_to_bf16 copies)."""
+    cdef int a16 = _bf16_operand(a, "a"), b16 = _bf16_operand(b, "b")
+    _check_f32(c, 2, "c", True)
+    cdef int64_t m = cnp.PyArray_DIMS(c)[0], n = cnp.PyArray_DIMS(c)[1]
+    cdef int64_t ar = cnp.PyArray_DIMS(a)[0], ac = cnp.PyArray_DIMS(a)[1]
+    cdef int64_t br = cnp.PyArray_DIMS(b)[0], bc = cnp.PyArray_DIMS(b)[1]
+    cdef int64_t k = ar if trans_a else ac
+    if (ac if trans_a else ar) != m or (bc if trans_b else br) != k \
+            or (br if trans_b else bc) != n:
+        raise ValueError(f"gemm_bf16 shapes do not match: a {(ar, ac)}, b {(br, bc)}, "
+                         f"c {(m, n)}, trans_a={trans_a}, trans_b={trans_b}")
+    cdef fd_epilogue ep
+    cdef fd_epilogue *pep = NULL
+    if bias is not None or relu or mask is not None:
+        memset(&ep, 0, sizeof(ep))
+        ep.bias = _column_vector(bias, n, "bias")
+        if mask is not None:
+            if (cnp.PyArray_TYPE(mask) != cnp.NPY_UINT8 or cnp.PyArray_NDIM(mask) != 1
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(mask)
+                    or cnp.PyArray_DIMS(mask)[0] < (m * n + 7) // 8):
+                raise ValueError(f"mask must be a contiguous uint8 array of at least "
+                                 f"{(m * n + 7) // 8} bytes")
+            ep.mask = <const uint8_t *>cnp.PyArray_DATA(mask)
+        ep.relu = relu
+        ep.mask_scale = mask_scale
+        pep = &ep
+    if m == 0 or n == 0:
+        return
+    cdef const void *pa = cnp.PyArray_DATA(a)
+    cdef const void *pb = cnp.PyArray_DATA(b)
+    cdef float *pc = <float *>cnp.PyArray_DATA(c)
+    cdef int rc
+    with nogil:
+        rc = fd_gemm_bf16(trans_a, trans_b, m, n, k, alpha, pa, a16, ac, pb, b16, bc, beta,
+                          pc, n, pep)
+    if rc != 0:
+        raise MemoryError(f"gemm_bf16 {m}x{n}x{k}: cannot allocate the packing buffer")
 
 
 # ----------------------------------------------------------------------- dropout

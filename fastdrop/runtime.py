@@ -36,7 +36,9 @@ def get_num_threads():
 def cpu_info():
     """What this build and CPU run: a dict with keys
     ``isa`` (the chosen path), ``compiled`` and ``supported`` (tuples of path names),
-    ``openmp`` (bool), ``threads`` (int), ``thread_pool`` ('fastdrop' for fastdrop's own
+    ``openmp`` (bool), ``threads`` (int), ``bf16`` (the path of bf16 GEMMs under the
+    'mixed_bfloat16' policy: 'amx', 'avx512bf16' or 'portable'), ``bf16_supported``,
+    ``amx`` (bool: AMX tiles usable, the OS permission included), ``thread_pool`` ('fastdrop' for fastdrop's own
     helper threads, 'openmp' or 'none'), ``flush_denormals`` (bool), ``version``, and,
     when the build provides them, ``gemm_table`` (the GEMM parameter table in use) with its
     block sizes ``gemm_blocks`` (dict: mr, nr, mc, kc, nc)."""
@@ -51,6 +53,15 @@ def cpu_info():
                         else "openmp" if _core.openmp_enabled() else "none"),
         "flush_denormals": _core.get_flush_denormals(),
     }
+    if hasattr(_core, "bf16_path"):
+        # the path of the bf16 GEMMs ('mixed_bfloat16' policy): 'amx' (AMX-BF16 tiles),
+        # 'avx512bf16' (vdpbf16ps) or 'portable' (bf16-rounded operands, fp32 FMA)
+        info["bf16"] = _core.bf16_path()
+        info["bf16_supported"] = _core.bf16_paths_supported()
+        info["amx"] = "amx" in info["bf16_supported"]
+        note = _core.bf16_amx_note()
+        if note:
+            info["amx_note"] = note
     if hasattr(_core, "gemm_table"):
         name, blocks = _core.gemm_table()
         info["gemm_table"] = name

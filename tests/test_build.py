@@ -122,7 +122,7 @@ def _compile(src, out_dir, extra=()):
 
 def _isa_of(path):
     name = os.path.basename(path)
-    return next((isa for isa in ("avx512", "avx2") if isa in name), None)
+    return next((isa for isa in ("amx", "avx512bf16", "avx512", "avx2") if isa in name), None)
 
 
 if SRC is not None:
@@ -140,7 +140,7 @@ def test_setup_py_flags_parse_and_keep_isa_flags_out_of_the_baseline():
     assert base and isa, "could not read `base = [...]` / `ISA_FLAGS = {...}` from setup.py"
     assert not [f for f in base if f.startswith(("-m", "/arch", "-Ofast", "-ffast-math"))], \
         f"ISA/unsafe flags in setup.py's baseline flags: {base}"
-    assert set(isa) == {"avx2", "avx512"}
+    assert set(isa) == {"avx2", "avx512", "avx512bf16", "amx"}
     assert "-mavx512f" in isa["avx512"] and "-mavx2" in isa["avx2"]
     assert "-march=native" not in open(os.path.join(SRC, "setup.py")).read().replace(
         "Never -march=native", "")
@@ -167,8 +167,10 @@ def test_detector_flags_isa_objects(tmp_path):
     """Positive control: the same check does find the SIMD in the per-ISA files."""
     srcs = sorted(glob.glob(os.path.join(SRC, "csrc", "**", "*avx512*.c"), recursive=True))
     assert srcs
-    for src in srcs:
-        d = _disasm(_compile(src, str(tmp_path), ISA_FLAGS["avx512"]))
+    for src in srcs:  # (the bf16 files with their own flags and FD_HAVE_ macro)
+        isa = _isa_of(src)
+        d = _disasm(_compile(src, str(tmp_path), ISA_FLAGS[isa] + (
+            [f"-DFD_HAVE_{isa.upper()}"] if isa != "avx512" else [])))
         assert _non_avx_lines(d), src
         assert re.search(r"%zmm\d+", d), f"{src}: no zmm register used"
 

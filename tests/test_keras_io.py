@@ -159,8 +159,8 @@ REFUSALS = {
                                                      registered_name="Custom>MyNorm"),
                       NotImplementedError, "custom object"),
     "mixed_policy": (_set_cnn("dtype", {"module": "keras", "class_name": "DTypePolicy",
-                                        "config": {"name": "mixed_bfloat16"}}),
-                     NotImplementedError, "mixed_bfloat16"),
+                                        "config": {"name": "mixed_float16"}}),
+                     NotImplementedError, "mixed_float16"),
     "groups": (_set_cnn("groups", 2), NotImplementedError, "groups=2"),
     "custom_activation": (_set_cnn("activation", {"module": "my", "class_name": "swishy",
                                                   "config": {}}),
@@ -436,12 +436,12 @@ def test_keras_refusals_live(keras, tmp_path):
     i1, i2 = keras.Input((4,)), keras.Input((4,))
     m = keras.Model([i1, i2], L.Concatenate()([L.Dense(2)(i1), L.Dense(2)(i2)]))
     cases.append((m, NotImplementedError, "2 inputs"))
-    keras.config.set_dtype_policy("mixed_bfloat16")
+    keras.config.set_dtype_policy("mixed_float16")   # mixed_bfloat16 loads (test_dtype_policy)
     try:
         m = keras.Sequential([keras.Input((4,)), L.Dense(2)])
     finally:
         keras.config.set_dtype_policy("float32")
-    cases.append((m, NotImplementedError, "mixed_bfloat16"))
+    cases.append((m, NotImplementedError, "mixed_float16"))
     for k, (m, exc, match) in enumerate(cases):
         p = tmp_path / f"r{k}.keras"
         m.save(p)

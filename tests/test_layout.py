@@ -11,7 +11,7 @@ PKG = os.path.dirname(fastdrop.__file__)
 # lowest first; a module's floor is the first prefix that matches it
 FLOORS = [
     ("fastdrop._version", "fastdrop._validate", "fastdrop.registry", "fastdrop.random",
-     "fastdrop.runtime",
+     "fastdrop.runtime", "fastdrop.mixed_precision", "fastdrop.config",
      "fastdrop.utils", "fastdrop._core"),
     ("fastdrop.kernels", "fastdrop.reference", "fastdrop.initializers", "fastdrop.constraints",
      "fastdrop.regularizers", "fastdrop.schedules"),

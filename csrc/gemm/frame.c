@@ -58,8 +58,11 @@ typedef struct {
 static _Atomic uint32_t release_gen = 0;
 static _Thread_local fd_pack_buf my_buf = {NULL, 0, 0};
 
+void fd_bf16_release_thread_buffer(void); /* bf16.c */
+
 void fd_release_thread_buffers(void)
 {
+    fd_bf16_release_thread_buffer();
     free(my_buf.p);
     my_buf.p = NULL;
     my_buf.cap = 0;
@@ -201,8 +204,11 @@ static int epilogue_active(const fd_epilogue *ep)
 /* C(r0.., c0..) rows × cols, already alpha·acc + beta·C: + bias[c], *scale[c] + shift[c],
  * relu, mask.  n is the full width of C (mask bit of (r, c): mask_bit0 + R*n + c, R = r or
  * r / mask_row_group). */
-static void apply_epilogue(float *c, int64_t ldc, int64_t r0, int64_t c0, int64_t rows,
-                           int64_t cols, int64_t n, const fd_epilogue *ep)
+void fd_gemm_apply_epilogue(float *c, int64_t ldc, int64_t r0, int64_t c0, int64_t rows,
+                            int64_t cols, int64_t n, const fd_epilogue *ep);
+#define apply_epilogue fd_gemm_apply_epilogue
+void fd_gemm_apply_epilogue(float *c, int64_t ldc, int64_t r0, int64_t c0, int64_t rows,
+                            int64_t cols, int64_t n, const fd_epilogue *ep)
 {
     const int64_t g = ep->mask_row_group;
     for (int64_t r = 0; r < rows; r++) {

@@ -9,6 +9,7 @@ import numbers
 import numpy as np
 
 from .. import constraints as _constraints
+from .. import mixed_precision as _mixed_precision
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 
@@ -110,7 +111,7 @@ class Layer:
     _counts = {}
 
     def __init__(self, name=None, input_shape=None, input_dim=None, trainable=True,
-                 **kwargs):
+                 dtype=None, **kwargs):
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
         if name is None:  # Keras style: dense, dense_1, dense_2, ...
@@ -127,6 +128,8 @@ class Layer:
             input_shape = (units_arg(input_dim, "input_dim"),)
         self.declared_input_shape = None if input_shape is None else shape_arg(input_shape)
         self.trainable = bool(trainable)
+        # the dtype policy (Keras): None takes the global one, at construction time
+        self._dtype_policy = _mixed_precision.get(dtype)
         self.input_shape = None
         self.output_shape = None
         self.variables = []
@@ -191,9 +194,35 @@ class Layer:
         for v, w in zip(self.variables, arrs):
             v.value[...] = w
 
+    # ---------------------------------------------------------------- dtype policy
+    @property
+    def dtype_policy(self):
+        """The layer's DTypePolicy (``fastdrop.mixed_precision``)."""
+        return self._dtype_policy
+
+    @dtype_policy.setter
+    def dtype_policy(self, value):
+        self._dtype_policy = _mixed_precision.get(value)
+
+    @property
+    def compute_dtype(self):
+        """'float32', or 'bfloat16' under 'mixed_bfloat16'."""
+        return self._dtype_policy.compute_dtype
+
+    @property
+    def variable_dtype(self):
+        """Always 'float32' (master weights)."""
+        return self._dtype_policy.variable_dtype
+
+    @property
+    def dtype(self):
+        """The variables' dtype, as Keras's ``layer.dtype``."""
+        return self._dtype_policy.variable_dtype
+
     # ---------------------------------------------------------------- config
     def get_config(self):
-        cfg = {"name": self.name, "trainable": self.trainable}
+        cfg = {"name": self.name, "trainable": self.trainable,
+               "dtype": self._dtype_policy.name}
         if self.declared_input_shape is not None:
             cfg["input_shape"] = list(self.declared_input_shape)
         return cfg

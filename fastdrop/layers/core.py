@@ -231,9 +231,14 @@ class InputLayer(Layer):
         shape = shape if shape is not None else input_shape
         if shape is None:
             raise ValueError("shape is required, e.g. Input(shape=(784,))")
-        self.dtype = input_dtype_arg(dtype)
+        self._input_dtype = input_dtype_arg(dtype)
         super().__init__(name=name, input_shape=shape_arg(shape, "shape"), **kwargs)
         self.shape = self.declared_input_shape
+
+    @property
+    def dtype(self):
+        """The input dtype (as Keras's ``InputLayer.dtype``; the layer has no variables)."""
+        return self._input_dtype
 
     @property
     def cast_dtype(self):

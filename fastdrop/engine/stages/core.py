@@ -32,6 +32,12 @@ class DenseStage(Stage):
             raise ValueError(f"activation {act!r} is not available in this build")
         self.dropout = dropout if (dropout is not None and dropout.rate > 0) else None
         self.noisy = self.dropout is not None or dense.drop_connect > 0
+        # mixed_bfloat16: the GEMMs (forward, dX, dW) on bf16 operands with fp32
+        # accumulation; the kernel's bf16 copy is made once per forward (once per
+        # optimizer step in training) and reused by the backward dX GEMM
+        self.bf16 = getattr(dense, "compute_dtype", "float32") == "bfloat16"
+        self._gemm = _core.gemm_bf16 if self.bf16 else _core.gemm
+        self._w16 = None
 
     def infer_shape(self, in_shape):
         return tuple(in_shape[:-1]) + (self.dense.units,)
@@ -56,6 +62,17 @@ class DenseStage(Stage):
             b["wm"] = ((self.fan_in, d.units), np.float32)
             b["wmask"] = (((self.fan_in * d.units + 7) // 8,), np.uint8)
         return b
+
+    def _kernel(self):
+        """The kernel operand of the forward and dX GEMMs: the fp32 master weights, or
+        under mixed_bfloat16 their bf16 copy, refreshed here (once per forward)."""
+        d = self.dense
+        if not self.bf16:
+            return d.kernel
+        if self._w16 is None or self._w16.shape != d.kernel.shape:
+            self._w16 = np.empty(d.kernel.shape, np.uint16)
+        _core.f32_to_bf16(d.kernel, self._w16)
+        return self._w16
 
     def _masked_kernel(self, seed_key):
         d = self.dense
@@ -88,9 +105,11 @@ class DenseStage(Stage):
         self._x = x2
         self._mask = None
         self._wmask = None
+        kernel = self._kernel()
+        self._wk = kernel
         if not ctx.noise or not self.noisy:
             # inference (or nothing noisy): one GEMM with the bias/ReLU epilogue
-            _core.gemm(x2, d.kernel, h, False, False, 1.0, 0.0, d.bias, self.relu)
+            self._gemm(x2, kernel, h, False, False, 1.0, 0.0, d.bias, self.relu)
             if self.fn is not None:
                 self._activate(h, M)
             return h if self.flat else h.reshape((ctx.m,) + self.out_shape)
@@ -102,12 +121,12 @@ class DenseStage(Stage):
                 for p in range(ctx.passes):
                     w = self._masked_kernel(_random.derive(ctx.seed, _random.KEY_DROPCONNECT,
                                                            d._model_index, p))
-                    _core.gemm(x2[p * s:(p + 1) * s], w, h[p * s:(p + 1) * s], False, False,
+                    self._gemm(x2[p * s:(p + 1) * s], w, h[p * s:(p + 1) * s], False, False,
                                1.0, 0.0, d.bias, self.relu)
             else:
                 # every pass sees the same input rows: one GEMM for the samples, then T
                 # copies that differ only in their masks
-                _core.gemm(x2[:s], d.kernel, h[:s], False, False, 1.0, 0.0, d.bias, self.relu)
+                self._gemm(x2[:s], kernel, h[:s], False, False, 1.0, 0.0, d.bias, self.relu)
                 h.reshape(ctx.passes, s, d.units)[1:] = h[:s]
             if drop is not None:
                 flat = h.reshape(-1)
@@ -116,12 +135,12 @@ class DenseStage(Stage):
             return h.reshape((ctx.m,) + self.out_shape)
         mask = None if drop is None else self._draw_mask(ctx)
         self._mask = mask
-        w = d.kernel
+        w = kernel
         if d.drop_connect > 0:
             w = self._masked_kernel(_random.derive(ctx.seed, _random.KEY_DROPCONNECT,
                                                    d._model_index, ctx.step))
             self._wmask = self.buf["wmask"]
-        _core.gemm(x2, w, h, False, False, 1.0, 0.0, d.bias, self.relu, mask,
+        self._gemm(x2, w, h, False, False, 1.0, 0.0, d.bias, self.relu, mask,
                    drop.scale if mask is not None else 1.0)
         self._activate(h, M)
         return h.reshape((ctx.m,) + self.out_shape)
@@ -159,8 +178,8 @@ class DenseStage(Stage):
                              h.reshape(-1), dz.reshape(-1))
         else:
             dz = dh
-        _core.gemm(self._x, dz, d.dkernel, True, False, 1.0, 0.0)
-        w = d.kernel
+        self._gemm(self._x, dz, d.dkernel, True, False, 1.0, 0.0)
+        w = self._wk if self.bf16 else d.kernel
         if self._wmask is not None:
             flat = d.dkernel.reshape(-1)
             _core.dropout_apply(flat, self._wmask, flat,
@@ -171,7 +190,7 @@ class DenseStage(Stage):
         if not need_dx:
             return None
         dx = self.buf["dx"][:M]
-        _core.gemm(dz, w, dx, False, True, 1.0, 0.0)
+        self._gemm(dz, w, dx, False, True, 1.0, 0.0)
         return dx.reshape((ctx.m,) + self.in_shape)
 
 

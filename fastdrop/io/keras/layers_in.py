@@ -41,11 +41,12 @@ class _Translator:
             raise self.ctx.bad(f"{where} has a malformed dtype {d!r}")
         if name == "float32":
             return name
+        if name == "mixed_bfloat16":
+            return name
         if name.startswith("mixed_"):
             raise self.ctx.unsupported(
-                f"{where} uses the mixed-precision policy {name!r}; fastdrop does not run "
-                "mixed precision yet (float32 only): set the policy to 'float32' in Keras "
-                "before saving")
+                f"{where} uses the mixed-precision policy {name!r}; fastdrop runs "
+                "'float32' and 'mixed_bfloat16' only: set one of them in Keras before saving")
         if allow_int and re.fullmatch(r"u?int(8|16|32|64)|float(16|64)|bfloat16|bool", name):
             return name
         raise self.ctx.unsupported(f"{where} computes in {name!r}; fastdrop runs float32 only")
@@ -179,8 +180,10 @@ class _Translator:
                                            "flat Sequential or chain Functional model")
             raise self.ctx.unsupported(f"{where}: fastdrop has no {kclass} layer (it has "
                                        f"{sorted(k for k in L.LAYER_TYPES if k != 'InputLayer')})")
-        self.dtype(cfg, where, allow_int=kclass == "InputLayer")
+        policy = self.dtype(cfg, where, allow_int=kclass == "InputLayer")
         common = {"name": kname, "trainable": bool(cfg.get("trainable", True))}
+        if kclass != "InputLayer" and policy in ("float32", "mixed_bfloat16"):
+            common["dtype"] = policy
         out = fn(cfg, where, common)
         return out if isinstance(out, _Layer) else _Layer(kclass, kname, out[0], out[1])
 

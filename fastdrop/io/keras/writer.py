@@ -50,8 +50,15 @@ def _con_out(con, rank):
                                                   "axis": axis})
 
 
+def _policy_out(layer):
+    p = getattr(layer, "dtype_policy", None)
+    out = dict(_DTYPE)
+    out["config"] = {"name": p.name if p is not None else "float32"}
+    return out
+
+
 def _base_cfg(layer):
-    return {"name": layer.name, "trainable": bool(layer.trainable), "dtype": dict(_DTYPE)}
+    return {"name": layer.name, "trainable": bool(layer.trainable), "dtype": _policy_out(layer)}
 
 
 def _layer_out(layer, in_shape):
