@@ -111,7 +111,7 @@ void FD_FN(fd_act_fwd)(int act, int64_t n, float *out, const float *x, const flo
         for (int64_t i = 0; i < n; i++) {
             const float v = x[i], u = v + 3.0f;
             const float hs = (u > 6.0f ? 6.0f : (u > 0.0f ? u : (u != u ? u : 0.0f))) / 6.0f;
-            out[i] = v * hs;
+            out[i] = v <= -3.0f ? -0.0f : v * hs;      /* -inf: the limit -0, not NaN */
         }
         break;
     case FD_ACT_HARD_TANH:
@@ -177,8 +177,8 @@ void FD_FN(fd_act_fwd)(int act, int64_t n, float *out, const float *x, const flo
                 float a = v > t ? v : (v != v ? v : 0.0f);
                 const float ac = a > mx ? mx : (a < 0.0f ? 0.0f : a);
                 a = has_max ? ac : a;
-                const float neg = t - v > 0.0f ? t - v : 0.0f;
-                out[i] = a - param * neg;
+                const float neg = (t - v > 0.0f && param != 0.0f) ? param * (t - v) : 0.0f;
+                out[i] = a - neg;
             }
         }
         break;
@@ -274,7 +274,7 @@ void FD_FN(fd_act_bwd)(int act, int64_t n, float *out, const float *grad, const 
         FDA_MAP2(y, v > 0.0f ? g : g * (v / param + 1.0f));
         break;
     case FD_ACT_HARD_SILU:
-        FDA_MAP2(z, v < -3.0f ? 0.0f : (v > 3.0f ? g : g * (v / 3.0f + 0.5f)));
+        FDA_MAP2(z, v < -3.0f ? 0.0f : (v > 3.0f ? g : g * ((2.0f * v + 3.0f) / 6.0f)));
         break;
     case FD_ACT_HARD_TANH:
         FDA_MAP2(y, (v > -1.0f && v < 1.0f) ? g : 0.0f);
@@ -302,7 +302,7 @@ void FD_FN(fd_act_bwd)(int act, int64_t n, float *out, const float *grad, const 
         for (int64_t i = 0; i < n; i++) {
             const float v = z[i], ax = fabsf(v);
             const float s = ax > 1e18f ? ax : sqrtf(v * v + param);
-            const float pos = 0.5f * (1.0f + (s > 0.0f ? v / s : 0.0f));
+            const float pos = ax > 1e18f ? 1.0f : 0.5f * (1.0f + (s > 0.0f ? v / s : 0.0f));
             const float neg = param / (2.0f * (s * (s - v)));
             out[i] = grad[i] * (v >= 0.0f ? pos : neg);
         }
