@@ -67,8 +67,7 @@ static void log_softmax_row(int64_t c, float *o, const float *z) {
     for (; j < c; j++) s += fda_exp(z[j] - mx);
     /* s >= 1 when the row is finite; 0 (all -inf) or NaN propagate through log */
     const float ls = (s > 0.0f && s < INFINITY) ? fda_log(s) : (s == 0.0f ? -INFINITY : NAN);
-    const float sh = mx + ls;
-    for (j = 0; j < c; j++) o[j] = z[j] - sh;
+    for (j = 0; j < c; j++) o[j] = (z[j] - mx) - ls;   /* not z - (mx + ls): keeps ls */
 }
 
 /* tau with sum_j max(z_j - tau, 0) = 1: Michelot's fixed point from tau = max - 1 (every
