@@ -494,3 +494,45 @@ def test_keras_activation_layers_with_arguments(keras, tmp_path):
     x = rng.standard_normal((8, 4, 6)).astype(np.float32)
     y = rng.standard_normal((8, 2)).astype(np.float32)
     _keras_same(keras, km, x, y, tmp_path)
+
+
+# ------------------------------------------------------------------ recurrent cells
+RNN_NEW = ["elu", "softsign", "relu6", "log_sigmoid", "hard_tanh", "celu", "softplus",
+           "leaky_relu", "sparse_sigmoid"]
+
+
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("name", RNN_NEW)
+def test_rnn_cells_with_more_activations(cell, name):
+    """Recurrent cells take every activation whose derivative follows from its output
+    (activation, and recurrent_activation for LSTM/GRU): the NumPy reference RNN and
+    finite differences of the model's loss."""
+    from fastdrop import layers as FL
+    from fastdrop.reference import rnn as RR
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    kw = {"activation": name}
+    if cell != "SimpleRNN":
+        kw["recurrent_activation"] = "hard_tanh" if name != "hard_tanh" else "sigmoid"
+    layer = getattr(FL, cell)(4, return_sequences=True, **kw)
+    m = Sequential([Input((5, 3)), layer, Activation("linear")], seed=0)
+    ws = m.get_weights()
+    got = m.predict(x)
+    args = dict(activation=name)
+    if cell != "SimpleRNN":
+        args["recurrent_activation"] = kw["recurrent_activation"]
+    if cell == "GRU":
+        args["reset_after"] = layer.reset_after
+    ref = RR.rnn_forward(cell.lower().replace("simplernn", "simple"), x, *ws, **args,
+                         return_sequences=True)
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    y = rng.standard_normal((4, 3)).astype(np.float32)
+    mm = _loss_model([Input((5, 3)), getattr(FL, cell)(4, return_sequences=True, **kw)])
+    _fd_check(mm, x, y)
+
+
+def test_rnn_refuses_what_it_cannot_run_clearly():
+    from fastdrop.layers import LSTM
+    with pytest.raises(ValueError, match="not available inside recurrent cells"):
+        LSTM(3, activation="gelu")

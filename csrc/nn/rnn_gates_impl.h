@@ -51,7 +51,10 @@ extern const fd_rnn_gates fd_rnn_gates_avx512;
 
 #ifdef FD_SFX
 #include "../internal.h"
+#include "../kernels/act.h"
 #include "rnn.h"
+
+#include <math.h>
 
 #define FD_RG_CAT_(a, b) a##_##b
 #define FD_RG_CAT(a, b) FD_RG_CAT_(a, b)
@@ -112,6 +115,20 @@ static inline float rg_hard_sigmoid(float x) {
     return y > 1.0f ? 1.0f : y;
 }
 
+/* parameters of a family activation (FD_RNN_ACT_FAMILY + code): Keras's defaults */
+static inline void rg_fam_params(int code, float *p) {
+    p[0] = code == FD_ACT_LEAKY_RELU ? 0.2f
+           : (code == FD_ACT_ELU || code == FD_ACT_CELU) ? 1.0f : 0.0f;
+    p[1] = INFINITY;
+    p[2] = 0.0f;
+}
+
+static void FD_RG(rg_fam_fwd)(int kind, int64_t n, float *y, const float *x) {
+    float p[FD_ACT_NPARAMS];
+    rg_fam_params(kind - FD_RNN_ACT_FAMILY, p);
+    FD_RG_CAT(fd_act_fwd, FD_SFX)(kind - FD_RNN_ACT_FAMILY, n, y, x, p);
+}
+
 static void FD_RG(rg_act)(int kind, int64_t n, float *FD_RESTRICT y,
                           const float *FD_RESTRICT x) {
     switch (kind) {
@@ -128,6 +145,10 @@ static void FD_RG(rg_act)(int kind, int64_t n, float *FD_RESTRICT y,
         for (int64_t j = 0; j < n; j++) y[j] = rg_hard_sigmoid(x[j]);
         break;
     default:
+        if (kind >= FD_RNN_ACT_FAMILY) {
+            FD_RG(rg_fam_fwd)(kind, n, y, x);
+            break;
+        }
         for (int64_t j = 0; j < n; j++) y[j] = x[j];
         break;
     }
@@ -149,6 +170,7 @@ static void FD_RG(rg_act_ip)(int kind, int64_t n, float *y) {
         for (int64_t j = 0; j < n; j++) y[j] = rg_hard_sigmoid(y[j]);
         break;
     default:
+        if (kind >= FD_RNN_ACT_FAMILY) FD_RG(rg_fam_fwd)(kind, n, y, y);
         break;
     }
 }
@@ -176,6 +198,12 @@ static void FD_RG(rg_dact)(int kind, int64_t n, float *d, const float *dy,
             d[j] = (y[j] > 0.0f && y[j] < 1.0f) ? dy[j] * (1.0f / 6.0f) : 0.0f;
         break;
     default:
+        if (kind >= FD_RNN_ACT_FAMILY) {
+            float p[FD_ACT_NPARAMS];
+            rg_fam_params(kind - FD_RNN_ACT_FAMILY, p);
+            FD_RG_CAT(fd_act_bwd, FD_SFX)(kind - FD_RNN_ACT_FAMILY, n, d, dy, NULL, y, p);
+            break;
+        }
         for (int64_t j = 0; j < n; j++) d[j] = dy[j];
         break;
     }

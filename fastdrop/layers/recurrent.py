@@ -37,15 +37,19 @@ from ..engine.stages.recurrent import (BidirectionalStage, EmbeddingStage,  # no
 from .base import Layer, rate_arg, seed_arg, units_arg
 from .base import initializer_config as _init_name
 
-_ACTS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid")
+#: activations the recurrent cells run (their backward reads the activation's output)
+_ACTS = tuple(k for k in _core.RNN_ACTS if k is not None)
 
 
 def _act_arg(v, name):
-    if v is None:
-        v = "linear"
-    if v not in _ACTS:
-        raise ValueError(f"{name} must be one of {_ACTS} or None, got {v!r}")
-    return v
+    from ..engine import activations as _acts
+    n = _acts.canonical(v)
+    if n is None or n not in _ACTS:
+        raise ValueError(f"{name} must be one of {sorted(_ACTS)} or None, got {v!r}"
+                         + ("" if n is None else " (the recurrent cells run the activations "
+                            "whose derivative follows from their output; the others are "
+                            "not available inside recurrent cells yet)"))
+    return n
 
 
 def _bool_arg(v, name):
