@@ -536,3 +536,37 @@ def test_rnn_refuses_what_it_cannot_run_clearly():
     from fastdrop.layers import LSTM
     with pytest.raises(ValueError, match="not available inside recurrent cells"):
         LSTM(3, activation="gelu")
+
+
+def test_public_kernels_activation_any_rank():
+    """fastdrop.kernels.activation / activation_backward: per-step softmax on (n, T, C)
+    (what a per-step head needs), every activation on the last axis."""
+    from fastdrop import kernels as K
+    rng = np.random.default_rng(14)
+    z = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    p = K.activation("softmax", z)
+    np.testing.assert_allclose(p, RA.rows_forward("softmax", z), rtol=2e-6, atol=1e-7)
+    g = rng.standard_normal(z.shape).astype(np.float32)
+    np.testing.assert_allclose(K.activation_backward("softmax", g, z),
+                               RA.rows_vjp("softmax", g, z), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(K.activation("relu", z, max_value=0.5),
+                               np.clip(z, 0, 0.5), rtol=0, atol=0)
+    h = K.activation("glu", np.ascontiguousarray(z[..., :4]))
+    assert h.shape == (3, 4, 2)
+    with pytest.raises(ValueError, match="name must be one of"):
+        K.activation("nope", z)
+    with pytest.raises(ValueError, match="grad must have shape"):
+        K.activation_backward("tanh", g[:1], z)
+
+
+def test_keras_recurrent_cells_with_more_activations(keras, tmp_path):
+    L = keras.layers
+    km = keras.Sequential([keras.Input((6, 3)),
+                           L.SimpleRNN(4, activation="elu", return_sequences=True),
+                           L.LSTM(4, activation="softsign", recurrent_activation="hard_tanh",
+                                  return_sequences=True),
+                           L.GRU(3, activation="relu6", recurrent_activation="log_sigmoid"),
+                           L.Dense(2)])
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((10, 6, 3)).astype(np.float32)
+    _keras_same(keras, km, x, rng.standard_normal((10, 2)).astype(np.float32), tmp_path)
