@@ -570,3 +570,40 @@ def test_keras_recurrent_cells_with_more_activations(keras, tmp_path):
     rng = np.random.default_rng(15)
     x = rng.standard_normal((10, 6, 3)).astype(np.float32)
     _keras_same(keras, km, x, rng.standard_normal((10, 2)).astype(np.float32), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["log_softmax", "celu", "hard_silu", "hard_tanh", "exponential",
+                                  "tanh_shrink", "log_sigmoid", "soft_shrink", "hard_shrink",
+                                  "squareplus", "softmax", "elu", "leaky_relu"])
+def test_onnx_export_new_activations(tmp_path, name):
+    """ONNX export of the activations ONNX has operators for (after Dense on 3-D input,
+    after Conv2D over the channels, as Activation layers), checked with onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    rng = np.random.default_rng(16)
+    for layers, shape in (([Input((3, 4)), Dense(6, activation=name), Activation(name)],
+                           (5, 3, 4)),
+                          ([Input((5, 5, 2)), Conv2D(4, 3, activation=name), Flatten(),
+                            Dense(3)], (5, 5, 5, 2))):
+        m = Sequential(layers + [Activation("linear")], seed=0)
+        x = rng.standard_normal(shape).astype(np.float32)
+        p = tmp_path / "m.onnx"
+        m.export(p)
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, m.predict(x), rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_export_parameterised_activation_layers(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    m = Sequential([Input((4,)), Dense(4), LeakyReLU(0.1), ELU(0.5),
+                    Activation("celu", alpha=0.7), Activation("linear")], seed=0)
+    x = np.random.default_rng(17).standard_normal((6, 4)).astype(np.float32)
+    m.export(tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {sess.get_inputs()[0].name: x})[0],
+                               m.predict(x), rtol=1e-4, atol=1e-5)
+    m2 = Sequential([Input((4,)), Dense(4), ReLU(max_value=2.0, negative_slope=0.1)], seed=0)
+    with pytest.raises(NotImplementedError, match="relu with arguments"):
+        m2.export(tmp_path / "m2.onnx")
