@@ -607,3 +607,40 @@ def test_onnx_export_parameterised_activation_layers(tmp_path):
     m2 = Sequential([Input((4,)), Dense(4), ReLU(max_value=2.0, negative_slope=0.1)], seed=0)
     with pytest.raises(NotImplementedError, match="relu with arguments"):
         m2.export(tmp_path / "m2.onnx")
+
+
+KERAS_FN_CASES = [(n, {}) for n in ALL if n not in ("gelu_tanh", "sparsemax", "swish",
+                                                       "hard_swish")] + [
+    ("gelu", {"approximate": True}), ("relu", {"max_value": 6.0}),
+    ("relu", {"negative_slope": 0.1, "max_value": 2.0, "threshold": 0.5}),
+    ("relu", {"negative_slope": 0.3, "threshold": -1.0}), ("leaky_relu", {"negative_slope": 0.05}),
+    ("elu", {"alpha": 0.4}), ("celu", {"alpha": 2.0}), ("soft_shrink", {"threshold": 1.2}),
+    ("hard_shrink", {"threshold": 0.1}), ("squareplus", {"b": 0.5}),
+    ("threshold", {"threshold": 0.3, "default_value": -2.0})]
+
+
+@pytest.mark.parametrize("name,params", KERAS_FN_CASES,
+                         ids=[f"{n}-{'-'.join(f'{k}{v}' for k, v in p.items())}"
+                              for n, p in KERAS_FN_CASES])
+def test_matches_keras_activation_functions(keras, name, params):
+    """Every keras.activations function (with its arguments) on (n, T, C) values spanning
+    [-12, 12]: the same values as fastdrop.kernels.activation, and the same gradient
+    (torch autograd through Keras)."""
+    import torch
+    from fastdrop import kernels as K
+    rng = np.random.default_rng(18)
+    x = np.concatenate([rng.uniform(-12, 12, 240), np.linspace(-3, 3, 48)])
+    x = x.reshape(4, 6, 12).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    kf = getattr(keras.activations, name)
+    kt = kf(xt, **params)
+    ref = kt.detach().numpy()
+    got = K.activation(name, x, **params)
+    np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-6)
+    g = rng.standard_normal(ref.shape).astype(np.float32)
+    (kt * torch.tensor(g)).sum().backward()
+    kg = xt.grad.numpy()
+    fg = K.activation_backward(name, g, x, **params)
+    # at the kinks the one-sided choices may differ: allow a few such elements
+    bad = ~np.isclose(fg, kg, rtol=2e-5, atol=2e-5)
+    assert bad.sum() <= 2, (name, x[bad], fg[bad], kg[bad])
