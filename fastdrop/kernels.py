@@ -17,8 +17,7 @@ from . import _validate as V
 
 __all__ = [
     "gemm", "relu", "relu_backward", "bias_add", "softmax", "softmax_cross_entropy",
-    "dropout", "dropout_backward", "dropout_mask", "mask_nbytes", "activation",
-    "activation_backward",
+    "dropout", "dropout_backward", "dropout_mask", "mask_nbytes",
 ]
 
 
@@ -109,48 +108,6 @@ def softmax(x, out=None):
     V.float32_array(x, "x", ndim=2)
     out = _out(out, "out", x.shape)
     _core.softmax(x, out)
-    return out
-
-
-def _act(name, params):
-    from .engine import activations as _acts
-    if _acts.canonical(name) in (None, "linear") and name not in ("linear", None):
-        raise ValueError(f"name must be one of {_acts.names()}, got {name!r}")
-    return _acts.get(name, params)
-
-
-def activation(name, x, out=None, **params):
-    """Any ``keras.activations`` function by name, with its keyword arguments, on the
-    last axis of x (any rank >= 1): element-wise ones on every element, ``softmax``,
-    ``log_softmax``, ``sparsemax`` and ``glu`` row by row over the last axis (``glu``
-    halves it).  ``activation('softmax', logits)`` on (n, T, C) is a per-step softmax."""
-    V.float32_array(x, "x")
-    fn = _act(name, params)
-    shape = x.shape if fn is None else fn.out_shape(x.shape)
-    out = _out(out, "out", shape)
-    if fn is None:
-        out[...] = x
-    else:
-        fn.forward(x, out)
-    return out
-
-
-def activation_backward(name, grad, x, y=None, out=None, **params):
-    """``J^T grad`` of ``activation(name, x, **params)`` (the gradient with respect to x):
-    grad has the output's shape; y (the forward output) is computed when not given."""
-    V.float32_array(x, "x")
-    fn = _act(name, params)
-    shape = x.shape if fn is None else fn.out_shape(x.shape)
-    V.out_array(grad, "grad", shape, writeable=False)
-    out = _out(out, "out", x.shape)
-    if fn is None:
-        out[...] = grad
-        return out
-    if y is None:
-        y = activation(name, x, **params)
-    else:
-        V.out_array(y, "y", shape, writeable=False)
-    fn.backward(grad, x, y, out)
     return out
 
 

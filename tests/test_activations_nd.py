@@ -539,24 +539,24 @@ def test_rnn_refuses_what_it_cannot_run_clearly():
 
 
 def test_public_kernels_activation_any_rank():
-    """fastdrop.kernels.activation / activation_backward: per-step softmax on (n, T, C)
+    """fastdrop.engine.activations.apply / apply_backward: per-step softmax on (n, T, C)
     (what a per-step head needs), every activation on the last axis."""
-    from fastdrop import kernels as K
+    K = A
     rng = np.random.default_rng(14)
     z = rng.standard_normal((3, 4, 5)).astype(np.float32)
-    p = K.activation("softmax", z)
+    p = K.apply("softmax", z)
     np.testing.assert_allclose(p, RA.rows_forward("softmax", z), rtol=2e-6, atol=1e-7)
     g = rng.standard_normal(z.shape).astype(np.float32)
-    np.testing.assert_allclose(K.activation_backward("softmax", g, z),
+    np.testing.assert_allclose(K.apply_backward("softmax", g, z),
                                RA.rows_vjp("softmax", g, z), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(K.activation("relu", z, max_value=0.5),
+    np.testing.assert_allclose(K.apply("relu", z, max_value=0.5),
                                np.clip(z, 0, 0.5), rtol=0, atol=0)
-    h = K.activation("glu", np.ascontiguousarray(z[..., :4]))
+    h = K.apply("glu", np.ascontiguousarray(z[..., :4]))
     assert h.shape == (3, 4, 2)
     with pytest.raises(ValueError, match="name must be one of"):
-        K.activation("nope", z)
+        K.apply("nope", z)
     with pytest.raises(ValueError, match="grad must have shape"):
-        K.activation_backward("tanh", g[:1], z)
+        K.apply_backward("tanh", g[:1], z)
 
 
 def test_keras_recurrent_cells_with_more_activations(keras, tmp_path):
@@ -624,10 +624,10 @@ KERAS_FN_CASES = [(n, {}) for n in ALL if n not in ("gelu_tanh", "sparsemax", "s
                               for n, p in KERAS_FN_CASES])
 def test_matches_keras_activation_functions(keras, name, params):
     """Every keras.activations function (with its arguments) on (n, T, C) values spanning
-    [-12, 12]: the same values as fastdrop.kernels.activation, and the same gradient
+    [-12, 12]: the same values as fastdrop.engine.activations.apply, and the same gradient
     (torch autograd through Keras)."""
     import torch
-    from fastdrop import kernels as K
+    K = A
     rng = np.random.default_rng(18)
     x = np.concatenate([rng.uniform(-12, 12, 240), np.linspace(-3, 3, 48)])
     x = x.reshape(4, 6, 12).astype(np.float32)
@@ -635,12 +635,12 @@ def test_matches_keras_activation_functions(keras, name, params):
     kf = getattr(keras.activations, name)
     kt = kf(xt, **params)
     ref = kt.detach().numpy()
-    got = K.activation(name, x, **params)
+    got = K.apply(name, x, **params)
     np.testing.assert_allclose(got, ref, rtol=2e-5, atol=2e-6)
     g = rng.standard_normal(ref.shape).astype(np.float32)
     (kt * torch.tensor(g)).sum().backward()
     kg = xt.grad.numpy()
-    fg = K.activation_backward(name, g, x, **params)
+    fg = K.apply_backward(name, g, x, **params)
     # at the kinks the one-sided choices may differ: allow a few such elements
     bad = ~np.isclose(fg, kg, rtol=2e-5, atol=2e-5)
     assert bad.sum() <= 2, (name, x[bad], fg[bad], kg[bad])

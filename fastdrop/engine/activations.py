@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from .. import _core
+from .. import _validate as V
 
 HEADS = ("softmax", "sigmoid")
 
@@ -228,3 +229,50 @@ def spec_of(layer):
     ``activation_params``, if any)."""
     return (getattr(layer, "_plan_act", None) or layer.activation,
             getattr(layer, "activation_params", None) or {})
+
+
+def _out(out, name, shape):
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    return V.out_array(out, name, shape)
+
+
+def _act(name, params):
+    if canonical(name) in (None, "linear") and name not in ("linear", None):
+        raise ValueError(f"name must be one of {names()}, got {name!r}")
+    return get(name, params)
+
+
+def apply(name, x, out=None, **params):
+    """Any ``keras.activations`` function by name, with its keyword arguments, on the
+    last axis of x (any rank >= 1): element-wise ones on every element, ``softmax``,
+    ``log_softmax``, ``sparsemax`` and ``glu`` row by row over the last axis (``glu``
+    halves it).  ``apply('softmax', logits)`` on (n, T, C) is a per-step softmax."""
+    V.float32_array(x, "x")
+    fn = _act(name, params)
+    shape = x.shape if fn is None else fn.out_shape(x.shape)
+    out = _out(out, "out", shape)
+    if fn is None:
+        out[...] = x
+    else:
+        fn.forward(x, out)
+    return out
+
+
+def apply_backward(name, grad, x, y=None, out=None, **params):
+    """``J^T grad`` of ``apply(name, x, **params)`` (the gradient with respect to x):
+    grad has the output's shape; y (the forward output) is computed when not given."""
+    V.float32_array(x, "x")
+    fn = _act(name, params)
+    shape = x.shape if fn is None else fn.out_shape(x.shape)
+    V.out_array(grad, "grad", shape, writeable=False)
+    out = _out(out, "out", x.shape)
+    if fn is None:
+        out[...] = grad
+        return out
+    if y is None:
+        y = apply(name, x, **params)
+    else:
+        V.out_array(y, "y", shape, writeable=False)
+    fn.backward(grad, x, y, out)
+    return out

@@ -18,7 +18,7 @@ from ..engine.stages.conv import (BatchNormStage, ConvBNStage, ConvStage,  # noq
 from .base import Layer, rate_arg, seed_arg, units_arg
 from .base import initializer_config as _init_name
 
-CONV_ACTIVATIONS = ("linear", "relu")
+CONV_ACTIVATIONS = ("linear", "relu")   # fused into the epilogue; any other runs after it
 
 
 # ------------------------------------------------------------------ argument helpers
