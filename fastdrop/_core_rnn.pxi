@@ -42,6 +42,7 @@ RNN_ACTS = {"linear": 0, None: 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigm
 for _n, _c in ACT_CODES.items():
     if _n not in RNN_ACTS and ACT_NEEDS[_n] != "z":
         RNN_ACTS[_n] = 16 + _c
+del _n, _c
 
 
 cdef inline void *_rnn_ptr(cnp.ndarray a, int typenum, str name) except NULL:
