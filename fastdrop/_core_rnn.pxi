@@ -42,6 +42,11 @@ RNN_ACTS = {"linear": 0, None: 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigm
 for _n, _c in ACT_CODES.items():
     if _n not in RNN_ACTS and ACT_NEEDS[_n] != "z":
         RNN_ACTS[_n] = 16 + _c
+#: SimpleRNN keeps its pre-activations: it runs the activations that need them too
+RNN_ACTS_SIMPLE = dict(RNN_ACTS)
+for _n, _c in ACT_CODES.items():
+    if _n not in RNN_ACTS_SIMPLE and _n not in ("threshold", "relu_args"):
+        RNN_ACTS_SIMPLE[_n] = 16 + _c
 del _n, _c
 
 

@@ -532,6 +532,29 @@ def test_rnn_cells_with_more_activations(cell, name):
     _fd_check(mm, x, y)
 
 
+@pytest.mark.parametrize("name", ["gelu", "silu", "mish", "hard_silu", "tanh_shrink",
+                                  "squareplus", "soft_shrink", "sparse_plus", "gelu_tanh"])
+def test_simple_rnn_with_activations_that_need_the_pre_activation(name):
+    """SimpleRNN keeps its pre-activations, so it runs gelu, silu, ... too: the reference
+    RNN forward and finite differences of the loss (also backwards, in Bidirectional)."""
+    from fastdrop.layers import Bidirectional, SimpleRNN
+    from fastdrop.reference import rnn as RR
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    m = Sequential([Input((5, 3)), SimpleRNN(4, activation=name, return_sequences=True),
+                    Activation("linear")], seed=0)
+    ref = RR.rnn_forward("simple", x, *m.get_weights(), activation=name,
+                         return_sequences=True)
+    ref = ref[0] if isinstance(ref, tuple) else ref
+    np.testing.assert_allclose(m.predict(x), ref, rtol=1e-4, atol=1e-5)
+    y = rng.standard_normal((4, 3)).astype(np.float32)
+    _fd_check(_loss_model([Input((5, 3)), SimpleRNN(4, activation=name,
+                                                    return_sequences=True)]), x, y)
+    _fd_check(_loss_model([Input((5, 3)), Bidirectional(SimpleRNN(3, activation=name,
+                                                                  return_sequences=True))]),
+              x, y)
+
+
 def test_rnn_refuses_what_it_cannot_run_clearly():
     from fastdrop.layers import LSTM
     with pytest.raises(ValueError, match="not available inside recurrent cells"):
@@ -563,6 +586,8 @@ def test_keras_recurrent_cells_with_more_activations(keras, tmp_path):
     L = keras.layers
     km = keras.Sequential([keras.Input((6, 3)),
                            L.SimpleRNN(4, activation="elu", return_sequences=True),
+                           L.SimpleRNN(4, activation="gelu", return_sequences=True),
+                           L.SimpleRNN(4, activation="silu", return_sequences=True),
                            L.LSTM(4, activation="softsign", recurrent_activation="hard_tanh",
                                   return_sequences=True),
                            L.GRU(3, activation="relu6", recurrent_activation="log_sigmoid"),

@@ -466,7 +466,7 @@ class _Translator:
 
     def rnn(self, kclass, cfg, where, common, in_bidirectional=False):
         from ...layers import GRU, LSTM, SimpleRNN
-        from ...layers.recurrent import _ACTS
+        from ...layers.recurrent import _ACTS, _ACTS_SIMPLE
         cls = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}[kclass]
         self.check_keys(cfg, self._RNN_KEYS, where,
                         {"return_state": (False, None), "stateful": (False, None),
@@ -481,7 +481,8 @@ class _Translator:
         kw = dict(
             units=int(cfg["units"]),
             activation=self.activation(cfg.get("activation", "tanh"), where,
-                                       allowed=_ACTS),
+                                       allowed=_ACTS_SIMPLE if kclass == "SimpleRNN"
+                                       else _ACTS),
             use_bias=bool(cfg.get("use_bias", True)),
             kernel_initializer=self.initializer(cfg.get("kernel_initializer"), where,
                                                 "kernel_initializer", "glorot_uniform"),

@@ -198,7 +198,8 @@ def _rnn_out(layer):
     cfg = _base_cfg(layer)
     cfg.update(return_sequences=layer.return_sequences, return_state=False,
                go_backwards=layer.go_backwards, stateful=False, unroll=False,
-               zero_output_for_mask=False, units=layer.units, activation=layer.activation,
+               zero_output_for_mask=False, units=layer.units,
+               activation=_act_string_out(layer, layer.activation),
                use_bias=layer.use_bias,
                kernel_initializer=_init_out(layer.kernel_initializer, "kernel_initializer",
                                             layer),
