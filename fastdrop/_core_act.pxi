@@ -47,6 +47,7 @@ cdef extern from "kernels/act.h" nogil:
         FD_ACT_THRESHOLD
         FD_ACT_RELU_ARGS
         FD_ACT_SPARSE_SIGMOID
+        FD_ACT_SELU
         FD_ACT_COUNT
         FD_ACT_NPARAMS
         FD_ACT_ROWS_SOFTMAX
@@ -98,6 +99,7 @@ ACT_CODES = {
     "exponential": FD_ACT_EXPONENTIAL, "sparse_plus": FD_ACT_SPARSE_PLUS,
     "squareplus": FD_ACT_SQUAREPLUS, "threshold": FD_ACT_THRESHOLD,
     "relu_args": FD_ACT_RELU_ARGS, "sparse_sigmoid": FD_ACT_SPARSE_SIGMOID,
+    "selu": FD_ACT_SELU,
 }
 #: row-wise activation name -> C kind
 ROWS_ACTS = {"softmax": FD_ACT_ROWS_SOFTMAX, "log_softmax": FD_ACT_ROWS_LOG_SOFTMAX,

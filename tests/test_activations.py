@@ -245,13 +245,14 @@ SPECIAL_FWD = {
     "threshold": [0, np.inf, 0, 0, 0, 1e30, 100, 0],
     "relu_args": [0, np.inf, 0, 0, 0, 1e30, 100, 0],
     "sparse_sigmoid": [0, 1, 0.5, 0.5, 0, 1, 1, 0],
+    "selu": [-1.7580993, np.inf, -0.0, 0, -1.7580993, 1.0507010e30, 105.07010, -1.7580993],
 }
 #: NaN in, not NaN out (a select on x, as Keras/PyTorch: threshold gives its default)
 NAN_SELECTS = ("threshold",)
 #: derivative selects 0 / a constant for NaN (as relu does)
 NAN_BWD_SELECTS = ("relu", "relu6", "leaky_relu", "elu", "linear", "hard_sigmoid",
                    "hard_silu", "hard_tanh", "soft_shrink", "hard_shrink", "sparse_plus",
-                   "threshold", "relu_args", "sparse_sigmoid", "celu")
+                   "threshold", "relu_args", "sparse_sigmoid", "celu", "selu")
 SPECIAL_X = np.array([-np.inf, np.inf, -0.0, 0.0, -1e30, 1e30, 100, -100], np.float32)
 
 

@@ -497,7 +497,7 @@ def test_keras_activation_layers_with_arguments(keras, tmp_path):
 
 
 # ------------------------------------------------------------------ recurrent cells
-RNN_NEW = ["elu", "softsign", "relu6", "log_sigmoid", "hard_tanh", "celu", "softplus",
+RNN_NEW = ["elu", "selu", "softsign", "relu6", "log_sigmoid", "hard_tanh", "celu", "softplus",
            "leaky_relu", "sparse_sigmoid"]
 
 

@@ -50,7 +50,7 @@ static const signed char NEEDS[FD_ACT_COUNT] = {
     [FD_ACT_LOG_SIGMOID] = FD_ACT_NEEDS_Y, [FD_ACT_EXPONENTIAL] = FD_ACT_NEEDS_Y,
     [FD_ACT_SPARSE_PLUS] = FD_ACT_NEEDS_Z, [FD_ACT_SQUAREPLUS] = FD_ACT_NEEDS_Z,
     [FD_ACT_THRESHOLD] = FD_ACT_NEEDS_Z, [FD_ACT_RELU_ARGS] = FD_ACT_NEEDS_Z,
-    [FD_ACT_SPARSE_SIGMOID] = FD_ACT_NEEDS_Y,
+    [FD_ACT_SPARSE_SIGMOID] = FD_ACT_NEEDS_Y, [FD_ACT_SELU] = FD_ACT_NEEDS_Y,
 };
 
 /* Elements per thread below which a call stays serial: the cheap maps are memory-bound

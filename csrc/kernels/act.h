@@ -36,6 +36,7 @@
  *   relu_args    Keras relu(x, negative_slope=p0, max_value=p1 (inf: none), threshold=p2):
  *                a = x > p2 ? x : 0; clip(a, 0, p1) if p1 < inf; a - p0 max(p2 - x, 0)   z
  *   sparse_sigmoid  0 (x <= -1), 1 (x >= 1), (x + 1)/2 y               0 < y < 1 ? 1/2 : 0
+ *   selu         s (x >= 0 ? x : a expm1(x)), Keras's a, s  y          y > 0 ? s : y + s a
  *
  * Relative error against float64 is below ~1e-6 (a few ulp; tanh_shrink 2e-6 just above
  * |x| = 0.625, where x - tanh x cancels) everywhere the result is a normal float, tails included (gelu's lower tail, sigmoid of large negative x, expm1 of
@@ -80,7 +81,8 @@ enum {
     FD_ACT_THRESHOLD = 24,
     FD_ACT_RELU_ARGS = 25,
     FD_ACT_SPARSE_SIGMOID = 26,
-    FD_ACT_COUNT = 27
+    FD_ACT_SELU = 27,
+    FD_ACT_COUNT = 28
 };
 
 /* Activations with more than one parameter take them as p[FD_ACT_NPARAMS] (p0, p1, p2 in

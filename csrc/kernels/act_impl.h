@@ -185,6 +185,10 @@ void FD_FN(fd_act_fwd)(int act, int64_t n, float *out, const float *x, const flo
     case FD_ACT_SPARSE_SIGMOID:
         FDA_MAP(v <= -1.0f ? 0.0f : (v >= 1.0f ? 1.0f : 0.5f * (v + 1.0f)));
         break;
+    case FD_ACT_SELU:      /* Keras / PyTorch constants */
+        FDA_MAP(v >= 0.0f ? 1.05070098f * v
+                          : (1.05070098f * 1.67326324f) * fda_expm1_nonpos(v));
+        break;
     default:
         break;
     }
@@ -324,6 +328,9 @@ void FD_FN(fd_act_bwd)(int act, int64_t n, float *out, const float *grad, const 
         break;
     case FD_ACT_SPARSE_SIGMOID:
         FDA_MAP2(y, (v > 0.0f && v < 1.0f) ? 0.5f * g : 0.0f);
+        break;
+    case FD_ACT_SELU:
+        FDA_MAP2(y, v > 0.0f ? g * 1.05070098f : g * (v + 1.05070098f * 1.67326324f));
         break;
     default:
         break;

@@ -43,6 +43,7 @@ NEEDS = {
     "threshold": "z",
     "relu_args": "z",
     "sparse_sigmoid": "y",
+    "selu": "y",
 }
 #: Keras aliases of the names above
 ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
@@ -57,6 +58,8 @@ NAMES = tuple(NEEDS)
 ROWS_NEEDS = {"softmax": "y", "log_softmax": "y", "sparsemax": "y", "glu": "x"}
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
+_SELU_A = float(np.float32(1.67326324))     # the kernel's float32 constants
+_SELU_S = float(np.float32(1.05070098))
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GT_C = math.sqrt(2.0 / math.pi)
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
@@ -170,6 +173,8 @@ def forward(name, x, param=None):
             return r - slope * np.maximum(t - x, 0.0)
         if name == "sparse_sigmoid":
             return np.where(x <= -1, 0.0, np.where(x >= 1, 1.0, 0.5 * (x + 1)))
+        if name == "selu":
+            return _SELU_S * np.where(x >= 0, x, _SELU_A * np.expm1(np.minimum(x, 0.0)))
     raise AssertionError(name)
 
 
@@ -241,6 +246,8 @@ def derivative(name, z, param=None):
             return inside + slope * (z < t)
         if name == "sparse_sigmoid":
             return np.where((z > -1) & (z < 1), 0.5, 0.0)
+        if name == "selu":
+            return _SELU_S * np.where(z > 0, 1.0, _SELU_A * np.exp(np.minimum(z, 0.0)))
     raise AssertionError(name)
 
 
@@ -277,6 +284,9 @@ def derivative_from_y(name, y, param=None):
         return y.copy()
     if name == "sparse_sigmoid":
         return np.where((y > 0) & (y < 1), 0.5, 0.0)
+    if name == "selu":
+        # the kernel's float32 constant s * a (y + s a cancels for very negative z)
+        return np.where(y > 0, _SELU_S, y + float(np.float32(_SELU_S) * np.float32(_SELU_A)))
     raise ValueError(f"{name} backward does not read y")
 
 
