@@ -37,6 +37,17 @@ cdef extern from "nn/rnn.h" nogil:
 
 RNN_CELLS = {"simple": 0, "lstm": 1, "gru": 2}
 RNN_ACTS = {"linear": 0, None: 0, "tanh": 1, "sigmoid": 2, "relu": 3, "hard_sigmoid": 4}
+#: the activation kernels whose backward reads the output (act.h) run in the cells too
+#: (kind 16 + their FD_ACT code); those that need the pre-activation do not (yet)
+for _n, _c in ACT_CODES.items():
+    if _n not in RNN_ACTS and ACT_NEEDS[_n] != "z":
+        RNN_ACTS[_n] = 16 + _c
+#: SimpleRNN keeps its pre-activations: it runs the activations that need them too
+RNN_ACTS_SIMPLE = dict(RNN_ACTS)
+for _n, _c in ACT_CODES.items():
+    if _n not in RNN_ACTS_SIMPLE and _n not in ("threshold", "relu_args"):
+        RNN_ACTS_SIMPLE[_n] = 16 + _c
+del _n, _c
 
 
 cdef inline void *_rnn_ptr(cnp.ndarray a, int typenum, str name) except NULL:

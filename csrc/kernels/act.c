@@ -5,10 +5,12 @@
 #include "../fpenv.h"
 #include "act.h"
 
+#include <math.h>
+
 typedef struct {
-    void (*fwd)(int act, int64_t n, float *out, const float *x, float param);
+    void (*fwd)(int act, int64_t n, float *out, const float *x, const float *p);
     void (*bwd)(int act, int64_t n, float *out, const float *grad, const float *z,
-                const float *y, float param);
+                const float *y, const float *p);
 } fd_act_kernels;
 
 static const fd_act_kernels k_ref = {fd_act_fwd_ref, fd_act_bwd_ref};
@@ -42,6 +44,13 @@ static const signed char NEEDS[FD_ACT_COUNT] = {
     [FD_ACT_SILU] = FD_ACT_NEEDS_Z,      [FD_ACT_GELU] = FD_ACT_NEEDS_Z,
     [FD_ACT_GELU_TANH] = FD_ACT_NEEDS_Z, [FD_ACT_HARD_SIGMOID] = FD_ACT_NEEDS_Y,
     [FD_ACT_SOFTSIGN] = FD_ACT_NEEDS_Y,  [FD_ACT_MISH] = FD_ACT_NEEDS_Z,
+    [FD_ACT_CELU] = FD_ACT_NEEDS_Y,      [FD_ACT_HARD_SILU] = FD_ACT_NEEDS_Z,
+    [FD_ACT_HARD_TANH] = FD_ACT_NEEDS_Y, [FD_ACT_SOFT_SHRINK] = FD_ACT_NEEDS_Z,
+    [FD_ACT_HARD_SHRINK] = FD_ACT_NEEDS_Z, [FD_ACT_TANH_SHRINK] = FD_ACT_NEEDS_Z,
+    [FD_ACT_LOG_SIGMOID] = FD_ACT_NEEDS_Y, [FD_ACT_EXPONENTIAL] = FD_ACT_NEEDS_Y,
+    [FD_ACT_SPARSE_PLUS] = FD_ACT_NEEDS_Z, [FD_ACT_SQUAREPLUS] = FD_ACT_NEEDS_Z,
+    [FD_ACT_THRESHOLD] = FD_ACT_NEEDS_Z, [FD_ACT_RELU_ARGS] = FD_ACT_NEEDS_Z,
+    [FD_ACT_SPARSE_SIGMOID] = FD_ACT_NEEDS_Y, [FD_ACT_SELU] = FD_ACT_NEEDS_Y,
 };
 
 /* Elements per thread below which a call stays serial: the cheap maps are memory-bound
@@ -54,6 +63,14 @@ static int64_t grain(int act) {
     case FD_ACT_LEAKY_RELU:
     case FD_ACT_HARD_SIGMOID:
     case FD_ACT_SOFTSIGN:
+    case FD_ACT_HARD_SILU:
+    case FD_ACT_HARD_TANH:
+    case FD_ACT_SOFT_SHRINK:
+    case FD_ACT_HARD_SHRINK:
+    case FD_ACT_SPARSE_PLUS:
+    case FD_ACT_THRESHOLD:
+    case FD_ACT_RELU_ARGS:
+    case FD_ACT_SPARSE_SIGMOID:
         return 1 << 15;
     default:
         return 1 << 13;
@@ -103,38 +120,60 @@ static int check_bwd(int act, int64_t n, float *out, const float *grad, const fl
         }                                                                                \
     } while (0)
 
-int fd_act_forward_f32(int act, int64_t n, float *out, const float *x, float param) {
+static void params_of(float param, float *p) {
+    p[0] = param;
+    p[1] = INFINITY;
+    p[2] = 0.0f;
+}
+
+int fd_act_forward_p_f32(int act, int64_t n, float *out, const float *x, const float *p) {
     if (act < 0 || act >= FD_ACT_COUNT || n < 0) return -1;
     if (n == 0) return 0;
-    if (!out || !x) return -1;
+    if (!out || !x || !p) return -1;
     const fd_act_kernels *k = kernels();
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(n, grain(act));
-    FDA_CHUNKS(n, nt, k->fwd(act, hi - lo, out + lo, x + lo, param));
+    FDA_CHUNKS(n, nt, k->fwd(act, hi - lo, out + lo, x + lo, p));
     fd_fp_exit(fp);
     return 0;
 }
 
-int fd_act_backward_f32(int act, int64_t n, float *out, const float *grad, const float *z,
-                        const float *y, float param) {
+int fd_act_backward_p_f32(int act, int64_t n, float *out, const float *grad, const float *z,
+                          const float *y, const float *p) {
     const int ok = check_bwd(act, n, out, grad, z, y);
     if (ok <= 0) return ok;
+    if (!p) return -1;
     const fd_act_kernels *k = kernels();
     unsigned fp = fd_fp_enter();
     const int nt = fd_threads_for(n, grain(act));
     FDA_CHUNKS(n, nt,
                k->bwd(act, hi - lo, out + lo, grad + lo, z ? z + lo : NULL,
-                      y ? y + lo : NULL, param));
+                      y ? y + lo : NULL, p));
     fd_fp_exit(fp);
     return 0;
+}
+
+int fd_act_forward_f32(int act, int64_t n, float *out, const float *x, float param) {
+    float p[FD_ACT_NPARAMS];
+    params_of(param, p);
+    return fd_act_forward_p_f32(act, n, out, x, p);
+}
+
+int fd_act_backward_f32(int act, int64_t n, float *out, const float *grad, const float *z,
+                        const float *y, float param) {
+    float p[FD_ACT_NPARAMS];
+    params_of(param, p);
+    return fd_act_backward_p_f32(act, n, out, grad, z, y, p);
 }
 
 int fd_act_forward_serial_f32(int act, int64_t n, float *out, const float *x, float param) {
     if (act < 0 || act >= FD_ACT_COUNT || n < 0) return -1;
     if (n == 0) return 0;
     if (!out || !x) return -1;
+    float p[FD_ACT_NPARAMS];
+    params_of(param, p);
     unsigned fp = fd_fp_enter();
-    kernels()->fwd(act, n, out, x, param);
+    kernels()->fwd(act, n, out, x, p);
     fd_fp_exit(fp);
     return 0;
 }
@@ -143,8 +182,10 @@ int fd_act_backward_serial_f32(int act, int64_t n, float *out, const float *grad
                                const float *z, const float *y, float param) {
     const int ok = check_bwd(act, n, out, grad, z, y);
     if (ok <= 0) return ok;
+    float p[FD_ACT_NPARAMS];
+    params_of(param, p);
     unsigned fp = fd_fp_enter();
-    kernels()->bwd(act, n, out, grad, z, y, param);
+    kernels()->bwd(act, n, out, grad, z, y, p);
     fd_fp_exit(fp);
     return 0;
 }

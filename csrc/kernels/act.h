@@ -22,9 +22,24 @@
  *   softsign     x / (1 + |x|)                         y               (1 - |y|)^2
  *   mish         x * tanh(softplus(x))                 z               t + z s (1 - t^2),
  *                                                                      t = tanh(softplus z)
+ *   celu         x >= 0 ? x : p0 expm1(x / p0) (p0 > 0)  y             y > 0 ? 1 : y/p0 + 1
+ *   hard_silu    x relu6(x + 3) / 6                    z               0 | 1 | x/3 + 1/2
+ *   hard_tanh    clip(x, -1, 1)                        y               -1 < y < 1
+ *   soft_shrink  x > p0 ? x - p0 : x < -p0 ? x + p0 : 0  z             |x| > p0 (both sides)
+ *   hard_shrink  |x| > p0 ? x : 0                      z               |x| > p0
+ *   tanh_shrink  x - tanh(x)                           z               tanh(z)^2
+ *   log_sigmoid  min(x, 0) - log1p(exp(-|x|))          y               -expm1(y) = sigmoid(-z)
+ *   exponential  exp(x)                                y               y
+ *   sparse_plus  0 (x <= -1), x (x >= 1), (x + 1)^2/4  z               0 | 1 | (x + 1)/2
+ *   squareplus   (x + sqrt(x^2 + p0)) / 2 (p0 >= 0)    z               (1 + x/sqrt(x^2 + p0))/2
+ *   threshold    x > p0 ? x : p1                       z               x > p0
+ *   relu_args    Keras relu(x, negative_slope=p0, max_value=p1 (inf: none), threshold=p2):
+ *                a = x > p2 ? x : 0; clip(a, 0, p1) if p1 < inf; a - p0 max(p2 - x, 0)   z
+ *   sparse_sigmoid  0 (x <= -1), 1 (x >= 1), (x + 1)/2 y               0 < y < 1 ? 1/2 : 0
+ *   selu         s (x >= 0 ? x : a expm1(x)), Keras's a, s  y          y > 0 ? s : y + s a
  *
- * Relative error against float64 is below ~1e-6 (a few ulp) everywhere the result is a
- * normal float, tails included (gelu's lower tail, sigmoid of large negative x, expm1 of
+ * Relative error against float64 is below ~1e-6 (a few ulp; tanh_shrink 2e-6 just above
+ * |x| = 0.625, where x - tanh x cancels) everywhere the result is a normal float, tails included (gelu's lower tail, sigmoid of large negative x, expm1 of
  * small x); derivatives from y are exact functions of the float32 y (their error relative
  * to the true f'(z) is bounded by the rounding of y: ~6e-8 absolute near saturation).
  * NaN propagates; limits at +-inf are the mathematical ones (silu(-inf) = gelu(-inf) = -0).
@@ -53,8 +68,26 @@ enum {
     FD_ACT_HARD_SIGMOID = 11,
     FD_ACT_SOFTSIGN = 12,
     FD_ACT_MISH = 13,
-    FD_ACT_COUNT = 14
+    FD_ACT_CELU = 14,
+    FD_ACT_HARD_SILU = 15,
+    FD_ACT_HARD_TANH = 16,
+    FD_ACT_SOFT_SHRINK = 17,
+    FD_ACT_HARD_SHRINK = 18,
+    FD_ACT_TANH_SHRINK = 19,
+    FD_ACT_LOG_SIGMOID = 20,
+    FD_ACT_EXPONENTIAL = 21,
+    FD_ACT_SPARSE_PLUS = 22,
+    FD_ACT_SQUAREPLUS = 23,
+    FD_ACT_THRESHOLD = 24,
+    FD_ACT_RELU_ARGS = 25,
+    FD_ACT_SPARSE_SIGMOID = 26,
+    FD_ACT_SELU = 27,
+    FD_ACT_COUNT = 28
 };
+
+/* Activations with more than one parameter take them as p[FD_ACT_NPARAMS] (p0, p1, p2 in
+ * the table above); the single-parameter entry points pass {param, inf, 0}. */
+#define FD_ACT_NPARAMS 3
 
 enum { FD_ACT_NEEDS_NONE = 0, FD_ACT_NEEDS_Z = 1, FD_ACT_NEEDS_Y = 2 };
 
@@ -65,6 +98,10 @@ int fd_act_needs(int act);
 int fd_act_forward_f32(int act, int64_t n, float *out, const float *x, float param);
 int fd_act_backward_f32(int act, int64_t n, float *out, const float *grad, const float *z,
                         const float *y, float param);
+/* The same with all parameters (p: FD_ACT_NPARAMS floats). */
+int fd_act_forward_p_f32(int act, int64_t n, float *out, const float *x, const float *p);
+int fd_act_backward_p_f32(int act, int64_t n, float *out, const float *grad, const float *z,
+                          const float *y, const float *p);
 /* The same on the calling thread only (for use inside another kernel's parallel
  * region, e.g. a GEMM epilogue on a tile); still sets FTZ/DAZ for its duration. */
 int fd_act_forward_serial_f32(int act, int64_t n, float *out, const float *x, float param);
@@ -74,11 +111,40 @@ int fd_act_backward_serial_f32(int act, int64_t n, float *out, const float *grad
 /* The current ISA path's raw kernels (no checks, no FTZ setup, no threads), for fusing an
  * activation into another kernel's inner loop (e.g. a GEMM epilogue on a tile): the
  * caller has validated act and the pointers and runs between fd_fp_enter/fd_fp_exit. */
-typedef void (*fd_act_fwd_fn)(int act, int64_t n, float *out, const float *x, float param);
+typedef void (*fd_act_fwd_fn)(int act, int64_t n, float *out, const float *x,
+                              const float *p);
 typedef void (*fd_act_bwd_fn)(int act, int64_t n, float *out, const float *grad,
-                              const float *z, const float *y, float param);
+                              const float *z, const float *y, const float *p);
 fd_act_fwd_fn fd_act_forward_kernel(void);
 fd_act_bwd_fn fd_act_backward_kernel(void);
+
+/* ------------------------------------------------------ row-wise activations
+ * Activations over the last axis of an (n, c) row-major matrix (act_rows.c), for any rank
+ * seen as rows = product of the leading axes:
+ *   FD_ACT_ROWS_SOFTMAX      y = exp(x - max) / sum           backward reads y:
+ *                            dx = y (g - sum_j g_j y_j)
+ *   FD_ACT_ROWS_LOG_SOFTMAX  y = x - max - log(sum exp(x - max))   reads y:
+ *                            dx = g - exp(y) sum_j g_j
+ *   FD_ACT_ROWS_SPARSEMAX    y = max(x - tau, 0), sum y = 1 (Martins & Astudillo, 2016;
+ *                            tau by Michelot's fixed point, exact)   reads y:
+ *                            dx = [y > 0] (g - mean of g over {y > 0})
+ *   FD_ACT_ROWS_GLU          c even; y (n, c/2) = a sigmoid(b), [a | b] = x   reads x:
+ *                            dx = [g s | g a s (1 - s)], s = sigmoid(b)
+ * out (forward) and dx (backward) may alias x / g only for softmax, log_softmax and
+ * sparsemax.  Each row's result depends only on that row (any thread count, any ISA).
+ * 0 on success; -1 on bad arguments (unknown kind, negative n or c, odd c for glu, a NULL
+ * pointer that is needed), nothing written. */
+enum {
+    FD_ACT_ROWS_SOFTMAX = 0,
+    FD_ACT_ROWS_LOG_SOFTMAX = 1,
+    FD_ACT_ROWS_SPARSEMAX = 2,
+    FD_ACT_ROWS_GLU = 3,
+    FD_ACT_ROWS_COUNT = 4
+};
+int fd_act_rows_forward_f32(int kind, int64_t n, int64_t c, float *out, const float *x);
+/* g has the output's columns (c/2 for glu), dx the input's (c). */
+int fd_act_rows_backward_f32(int kind, int64_t n, int64_t c, float *dx, const float *g,
+                             const float *x, const float *y);
 
 /* ------------------------------------------------------------------ losses
  * All losses: n rows of c outputs; the row loss is the mean over the c outputs (Keras:
@@ -117,9 +183,10 @@ double fd_regression_loss_f32(int kind, int64_t n, int64_t c, const float *pred,
 
 /* --------------------------------------------- per-ISA kernels (act_impl.h) */
 #define FD_ACT_DECLARE_ISA(isa)                                                          \
-    void fd_act_fwd_##isa(int act, int64_t n, float *out, const float *x, float param);  \
+    void fd_act_fwd_##isa(int act, int64_t n, float *out, const float *x,                \
+                          const float *p);                                               \
     void fd_act_bwd_##isa(int act, int64_t n, float *out, const float *grad,             \
-                          const float *z, const float *y, float param);                  \
+                          const float *z, const float *y, const float *p);               \
     void fd_bce_logits_rows_##isa(int64_t r0, int64_t r1, int64_t c, const float *z,     \
                                   const float *t, const float *w, float ls, float gscale,\
                                   float *grad, double *loss_rows);                       \

@@ -460,8 +460,8 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
                 continue;
             }
             switch (cell) {
-            case FD_RNN_SIMPLE:
-                K->dact(d->act, u, g, dh, ht + r * u);
+            case FD_RNN_SIMPLE:     /* g still holds the pre-activation z */
+                K->dact_zy(d->act, u, g, dh, g, ht + r * u);
                 memset(dhp, 0, (size_t)u * sizeof(float));
                 break;
             case FD_RNN_LSTM:

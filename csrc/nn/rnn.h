@@ -33,7 +33,11 @@ extern "C" {
 
 enum { FD_RNN_SIMPLE = 0, FD_RNN_LSTM = 1, FD_RNN_GRU = 2 };
 enum { FD_RNN_ACT_LINEAR = 0, FD_RNN_ACT_TANH = 1, FD_RNN_ACT_SIGMOID = 2, FD_RNN_ACT_RELU = 3,
-       FD_RNN_ACT_HARD_SIGMOID = 4 };
+       FD_RNN_ACT_HARD_SIGMOID = 4,
+       /* FD_RNN_ACT_FAMILY + an FD_ACT_* code (kernels/act.h) whose backward reads the
+        * output y (or nothing): any such activation through the activation kernels, with
+        * Keras's default parameters (leaky_relu 0.2, elu / celu alpha 1). */
+       FD_RNN_ACT_FAMILY = 16 };
 
 typedef struct {
     int cell;             /* FD_RNN_*                                                   */

@@ -38,6 +38,11 @@ typedef struct {
     /* second half: dA3 = da·U_hᵀ; g r part -> dr_pre = dA3*hdh*r'(.), dhd = dA3*r */
     void (*gru_rb_bwd2)(int64_t u, int rec, float *g, const float *dA3, const float *hdh,
                         float *dhd, float *tmp);
+    /* SimpleRNN: d = dy * act'(.) from the pre-activation z (kept by the simple cell) or
+     * the output y; d may alias z or dy.  Family activations that need z (gelu, silu,
+     * ...) are available here. */
+    void (*dact_zy)(int kind, int64_t n, float *d, const float *dy, const float *z,
+                    const float *y);
 } fd_rnn_gates;
 
 extern const fd_rnn_gates fd_rnn_gates_ref;
@@ -51,7 +56,10 @@ extern const fd_rnn_gates fd_rnn_gates_avx512;
 
 #ifdef FD_SFX
 #include "../internal.h"
+#include "../kernels/act.h"
 #include "rnn.h"
+
+#include <math.h>
 
 #define FD_RG_CAT_(a, b) a##_##b
 #define FD_RG_CAT(a, b) FD_RG_CAT_(a, b)
@@ -112,6 +120,22 @@ static inline float rg_hard_sigmoid(float x) {
     return y > 1.0f ? 1.0f : y;
 }
 
+/* parameters of a family activation (FD_RNN_ACT_FAMILY + code): Keras's defaults */
+static inline void rg_fam_params(int code, float *p) {
+    p[0] = code == FD_ACT_LEAKY_RELU ? 0.2f
+           : (code == FD_ACT_ELU || code == FD_ACT_CELU) ? 1.0f
+           : (code == FD_ACT_SOFT_SHRINK || code == FD_ACT_HARD_SHRINK) ? 0.5f
+           : code == FD_ACT_SQUAREPLUS ? 4.0f : 0.0f;
+    p[1] = INFINITY;
+    p[2] = 0.0f;
+}
+
+static void FD_RG(rg_fam_fwd)(int kind, int64_t n, float *y, const float *x) {
+    float p[FD_ACT_NPARAMS];
+    rg_fam_params(kind - FD_RNN_ACT_FAMILY, p);
+    FD_RG_CAT(fd_act_fwd, FD_SFX)(kind - FD_RNN_ACT_FAMILY, n, y, x, p);
+}
+
 static void FD_RG(rg_act)(int kind, int64_t n, float *FD_RESTRICT y,
                           const float *FD_RESTRICT x) {
     switch (kind) {
@@ -128,6 +152,10 @@ static void FD_RG(rg_act)(int kind, int64_t n, float *FD_RESTRICT y,
         for (int64_t j = 0; j < n; j++) y[j] = rg_hard_sigmoid(x[j]);
         break;
     default:
+        if (kind >= FD_RNN_ACT_FAMILY) {
+            FD_RG(rg_fam_fwd)(kind, n, y, x);
+            break;
+        }
         for (int64_t j = 0; j < n; j++) y[j] = x[j];
         break;
     }
@@ -149,6 +177,7 @@ static void FD_RG(rg_act_ip)(int kind, int64_t n, float *y) {
         for (int64_t j = 0; j < n; j++) y[j] = rg_hard_sigmoid(y[j]);
         break;
     default:
+        if (kind >= FD_RNN_ACT_FAMILY) FD_RG(rg_fam_fwd)(kind, n, y, y);
         break;
     }
 }
@@ -176,6 +205,12 @@ static void FD_RG(rg_dact)(int kind, int64_t n, float *d, const float *dy,
             d[j] = (y[j] > 0.0f && y[j] < 1.0f) ? dy[j] * (1.0f / 6.0f) : 0.0f;
         break;
     default:
+        if (kind >= FD_RNN_ACT_FAMILY) {
+            float p[FD_ACT_NPARAMS];
+            rg_fam_params(kind - FD_RNN_ACT_FAMILY, p);
+            FD_RG_CAT(fd_act_bwd, FD_SFX)(kind - FD_RNN_ACT_FAMILY, n, d, dy, NULL, y, p);
+            break;
+        }
         for (int64_t j = 0; j < n; j++) d[j] = dy[j];
         break;
     }
@@ -372,6 +407,17 @@ static void FD_RG(act_pub)(int kind, int64_t n, float *y, const float *x) {
     FD_RG(rg_act_any)(kind, n, y, x);
 }
 
+static void FD_RG(dact_zy)(int kind, int64_t n, float *d, const float *dy, const float *z,
+                           const float *y) {
+    if (kind >= FD_RNN_ACT_FAMILY) {
+        float p[FD_ACT_NPARAMS];
+        rg_fam_params(kind - FD_RNN_ACT_FAMILY, p);
+        FD_RG_CAT(fd_act_bwd, FD_SFX)(kind - FD_RNN_ACT_FAMILY, n, d, dy, z, y, p);
+        return;
+    }
+    FD_RG(rg_dact)(kind, n, d, dy, y);
+}
+
 const fd_rnn_gates FD_RG(fd_rnn_gates) = {
     FD_RG(act_pub),
     FD_RG(rg_dact),
@@ -382,6 +428,7 @@ const fd_rnn_gates FD_RG(fd_rnn_gates) = {
     FD_RG(gru_rb_fwd2),
     FD_RG(gru_rb_bwd1),
     FD_RG(gru_rb_bwd2_any),
+    FD_RG(dact_zy),
 };
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options

@@ -4,6 +4,9 @@
 * ``stage``: the ``Stage`` contract (bind / buffers / forward / backward).
 * ``plan``: fusion rules that turn layers into stages.
 * ``arena``: one allocation for every stage's buffers at a batch capacity.
+* ``activations``: every Keras activation (with its arguments) as an ``Act`` on the last
+  axis of any rank (element-wise on the flat buffer, row-wise on the (rows, last axis)
+  view); stages call ``act.forward`` / ``act.backward`` after their GEMM.
 * ``stages``: the stages, one module per layer family, each with its fusion rules
   (rules match a layer's declared ``kind``; the engine never imports a layer class).
 

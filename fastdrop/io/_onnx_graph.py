@@ -188,10 +188,45 @@ class Graph:
         return self.op("Mul", [x, self.keep_mask(src, rate)], name_hint="dropped")
 
     # ---------------------------------------------------------------- activations
-    def activation(self, name, x):
-        """The activation ``name`` (fastdrop / Keras 3 definitions) applied to x."""
+    def activation(self, name, x, params=None):
+        """The activation ``name`` with its Keras arguments (fastdrop / Keras 3
+        definitions) applied to x (row-wise ones on the last axis)."""
         if name in (None, "linear"):
             return x
+        from ..engine import activations as _acts
+        fn = _acts.get(name, params)
+        if fn is None:
+            return x
+        k, p = fn.kernel, fn.kparams
+        if k == "elu" and p[0] != 1.0:
+            return self.op("Elu", [x], alpha=float(p[0]))
+        if k == "leaky_relu":
+            return self.op("LeakyRelu", [x], alpha=float(p[0]))
+        if k == "celu":
+            return self.op("Celu", [x], alpha=float(p[0]))
+        if k == "hard_silu":
+            return self.op("HardSwish", [x])
+        if k == "hard_tanh":
+            return self.op("Clip", [x, self.scalar(-1.0), self.scalar(1.0)])
+        if k == "exponential":
+            return self.op("Exp", [x])
+        if k == "tanh_shrink":
+            return self.op("Sub", [x, self.op("Tanh", [x])])
+        if k == "log_sigmoid":
+            return self.op("Neg", [self.op("Softplus", [self.op("Neg", [x])])])
+        if k == "soft_shrink":
+            return self.op("Shrink", [x], lambd=float(p[0]), bias=float(p[0]))
+        if k == "hard_shrink":
+            return self.op("Shrink", [x], lambd=float(p[0]), bias=0.0)
+        if k == "squareplus":
+            s = self.op("Sqrt", [self.op("Add", [self.op("Mul", [x, x]), self.scalar(p[0])])])
+            return self.op("Mul", [self.op("Add", [x, s]), self.scalar(0.5)])
+        if k == "log_softmax":
+            return self.op("LogSoftmax", [x], axis=-1)
+        if k == "relu_args":
+            raise NotImplementedError(f"ONNX export: relu with arguments {fn.params} has no "
+                                      "ONNX translation yet")
+        name = k
         simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh",
                   "softsign": "Softsign", "softplus": "Softplus"}
         if name in simple:

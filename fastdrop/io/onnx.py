@@ -246,9 +246,10 @@ class _Exporter:
         return self._out(L, g.activation(L.activation, y))
 
     def _activation(self, L, t, bn):
-        if L.activation == "softmax":
-            t = self.g.nhwc(t)
-        return t.like(self.g.activation(L.activation, t.name))
+        if L.activation in ("softmax", "log_softmax", "sparsemax", "glu"):
+            t = self.g.nhwc(t)      # the last axis is the channels (NHWC)
+        return t.like(self.g.activation(L.activation, t.name,
+                                        getattr(L, "activation_params", None)))
 
     def _flatten(self, L, t, bn):
         g = self.g
@@ -280,6 +281,10 @@ class _Exporter:
         y = g.op("Conv", [t.name, g.const(W, "conv_w"), g.const(b, "conv_b")],
                  kernel_shape=[kh, kw], strides=[sh, sw], dilations=[dh, dw],
                  pads=[pt, pl, pb, pr])
+        if L.activation in ("softmax", "log_softmax", "sparsemax", "glu"):
+            # over the channels: the last axis of NHWC
+            yt = g.nhwc(self.G.Tensor(y, (1, 1, L.filters), "nchw", None))
+            return self._out(L, g.activation(L.activation, yt.name))
         return self._out(L, g.activation(L.activation, y), "nchw")
 
     def _pool2d(self, L, t, bn):

@@ -3,14 +3,15 @@ layouts).  Each layer is configuration plus shape inference and declared variabl
 stage (``fastdrop.engine``) does the computing.  See ``fastdrop.engine`` for how to add
 a layer."""
 from .base import Layer, Variable
-from .core import Activation, Dense, Flatten, Input, InputLayer, ReLU, Reshape
+from .core import (ELU, Activation, Dense, Flatten, Input, InputLayer, LeakyReLU, ReLU,
+                   Reshape, Softmax)
 from .noise import AlphaDropout, Dropout, GaussianDropout
 
 
 from ..registry import LAYER_TYPES, register_layer  # noqa: E402
 
-for _c in (Dense, Dropout, GaussianDropout, AlphaDropout, Activation, ReLU, Flatten, Reshape,
-           InputLayer):
+for _c in (Dense, Dropout, GaussianDropout, AlphaDropout, Activation, ReLU, LeakyReLU, ELU,
+           Softmax, Flatten, Reshape, InputLayer):
     register_layer(_c)
 
 from .conv import (AveragePooling2D, BatchNormalization, Conv2D,  # noqa: E402
@@ -33,4 +34,4 @@ def _register(*classes):
 
 
 __all__ = ["Layer", "Variable", "Dense", "Dropout", "GaussianDropout", "AlphaDropout",
-           "Activation", "ReLU", "Flatten", "Reshape", "Input", "InputLayer", "LAYER_TYPES"] + [c.__name__ for c in _CONV + _RNN]
+           "Activation", "ReLU", "LeakyReLU", "ELU", "Softmax", "Flatten", "Reshape", "Input", "InputLayer", "LAYER_TYPES"] + [c.__name__ for c in _CONV + _RNN]

@@ -18,7 +18,7 @@ from ..engine.stages.conv import (BatchNormStage, ConvBNStage, ConvStage,  # noq
 from .base import Layer, rate_arg, seed_arg, units_arg
 from .base import initializer_config as _init_name
 
-CONV_ACTIVATIONS = ("linear", "relu")
+CONV_ACTIVATIONS = ("linear", "relu")   # fused into the epilogue; any other runs after it
 
 
 # ------------------------------------------------------------------ argument helpers
@@ -46,14 +46,10 @@ def _padding_arg(p):
 
 
 def _activation_name(a):
-    if a is None:
-        return "linear"
-    if callable(a) and not isinstance(a, str):
-        a = getattr(a, "__name__", a)
-    if isinstance(a, str) and a.lower() in CONV_ACTIVATIONS:
-        return a.lower()
-    raise ValueError(f"activation must be one of {CONV_ACTIVATIONS} or None for "
-                     f"convolution layers (others: add an Activation layer), got {a!r}")
+    """Any activation of ``keras.activations`` (by name or function), as Keras; relu is
+    fused into the convolution's epilogue, the others run on its output buffer."""
+    from .core import activation_arg
+    return activation_arg(a)
 
 
 def _axis_out(n, k, s, d, padding):
@@ -101,6 +97,9 @@ class Conv2D(Layer):
             raise ValueError(f"dilation_rate {self.dilation_rate} > 1 cannot be combined with "
                              f"strides {self.strides} > 1")
         self.activation = _activation_name(activation)
+        if self.activation == "glu" and self.filters % 2:
+            raise ValueError(f"activation 'glu' splits the channels in two halves: filters "
+                             f"must be even, got {filters}")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
         self.bias_initializer = _initializers.get(bias_initializer)
@@ -131,7 +130,7 @@ class Conv2D(Layer):
 
     def compute_output_shape(self, input_shape):
         g = self.geometry(input_shape)
-        return (g[12], g[13], g[14])
+        return (g[12], g[13], g[14] // 2 if self.activation == "glu" else g[14])
 
     def get_config(self):
         cfg = super().get_config()
@@ -148,7 +147,11 @@ class Conv2D(Layer):
         return cfg
 
     def make_stage(self):
-        return ConvStage(self, relu=self.activation == "relu")
+        from ..engine.stages.conv import _conv_act
+        act = _conv_act(self)
+        if isinstance(act, str):
+            return ConvStage(self, relu=act == "relu")
+        return ConvStage(self, act=act)
 
 
 # ------------------------------------------------------------------ pooling

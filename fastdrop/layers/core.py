@@ -11,19 +11,31 @@ from .base import Layer, initializer_config, rate_arg, shape_arg, units_arg
 
 
 def activation_arg(name, arg="activation"):
-    if name is None:
-        return "linear"
-    if isinstance(name, str) and name.lower() in _acts.names():
-        return name.lower()
-    raise ValueError(f"{arg} must be one of {_acts.names()} or None, got {name!r}")
+    """The canonical name of an activation given by name (Keras's names and aliases) or as
+    a function with that name (``keras.activations.gelu``); None is 'linear'."""
+    n = _acts.canonical(name)
+    if n is None:
+        raise ValueError(f"{arg} must be one of {_acts.names()} or None, got {name!r}")
+    if n == "threshold":
+        raise ValueError(f"{arg} 'threshold' needs its threshold and default_value: use "
+                         "Activation('threshold', threshold=..., default_value=...)")
+    return n
+
+
+def _glu_units(name, units, arg):
+    if name == "glu" and units % 2:
+        raise ValueError(f"activation 'glu' splits the last axis in two halves: {arg} must "
+                         f"be even, got {units}")
 
 
 class Dense(Layer):
     """Fully connected layer: ``y = activation(x @ kernel + bias)``, kernel (in, units).
 
     On inputs of more than one axis it acts on the last one, as Keras.
-    activation: 'relu' (fused into the GEMM epilogue), 'linear', 'softmax' (as the last
-    layer, fused with a cross-entropy loss), or any of ``fastdrop.engine.activations``.
+    activation: any of ``keras.activations`` by name (``fastdrop.engine.activations``),
+    on the last axis: 'relu' is fused into the GEMM epilogue, the others run on the GEMM's
+    output tile buffer right after it; a final 'softmax'/'sigmoid' is fused with its
+    cross-entropy loss; 'glu' halves the last axis (units/2 outputs, as Keras computes).
     drop_connect: DropConnect rate (Wan et al., 2013): during training each weight of the
     kernel is dropped with this probability (one mask per step, shared by the batch; kept
     weights scaled by 1/(1-rate)); inference uses the full kernel.
@@ -37,6 +49,7 @@ class Dense(Layer):
         super().__init__(**kwargs)
         self.units = units_arg(units, "units")
         self.activation = activation_arg(activation)
+        _glu_units(self.activation, self.units, "units")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
         self.bias_initializer = _initializers.get(bias_initializer)
@@ -71,7 +84,8 @@ class Dense(Layer):
                             regularizer=self.bias_regularizer, constraint=self.bias_constraint)
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
+        return tuple(input_shape[:-1]) + (
+            self.units // 2 if self.activation == "glu" else self.units,)
 
     def make_stage(self):
         from ..engine.stages.core import DenseStage
@@ -102,26 +116,98 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """Applies an activation function by name (Keras names)."""
+    """Applies an activation function by name (Keras names, ``keras.activations``) on the
+    last axis, for inputs of any rank.  The keyword arguments of the Keras function go
+    with it: ``Activation('relu', max_value=6.0)``, ``Activation('gelu',
+    approximate=True)``, ``Activation('threshold', threshold=0.5, default_value=0.0)``,
+    ``Activation('celu', alpha=0.5)`` (``activation_params`` holds them)."""
     kind = "activation"
+    _PASS = ("name", "input_shape", "trainable", "dtype")
 
-    def __init__(self, activation, **kwargs):
+    def __init__(self, activation, activation_params=None, **kwargs):
+        name = _acts.canonical(activation)
+        if name is None:
+            raise ValueError(f"activation must be one of {_acts.names()} or None, got "
+                             f"{activation!r}")
+        params = dict(activation_params or {})
+        for k in list(kwargs):
+            if k in _acts.KERAS_PARAMS.get(name, {}) and k not in self._PASS:
+                params[k] = kwargs.pop(k)
         super().__init__(**kwargs)
-        self.activation = activation_arg(activation)
+        if name == "gelu_tanh":
+            name, params = "gelu", {**params, "approximate": True}
+        self.activation = name
+        self.activation_params = _acts.check_params(name, params, f"layer {self.name!r}:")
+
+    def compute_output_shape(self, input_shape):
+        if self.activation == "glu":
+            c = input_shape[-1]
+            if c is not None and c % 2:
+                raise ValueError(f"layer {self.name!r}: glu splits the last axis in two "
+                                 f"halves; it must be even, got input shape {input_shape}")
+            return tuple(input_shape[:-1]) + (None if c is None else c // 2,)
+        return tuple(input_shape)
 
     def make_stage(self):
         from ..engine.stages.core import ActivationStage
-        return ActivationStage(self, self.activation)
+        return ActivationStage(self, self.activation, self.activation_params)
 
     def get_config(self):
-        return {**super().get_config(), "activation": self.activation}
+        cfg = {**super().get_config(), "activation": self.activation}
+        cfg.update(self.activation_params)
+        return cfg
 
 
 class ReLU(Activation):
-    """Rectified linear unit, ``max(x, 0)``."""
+    """Rectified linear unit as Keras's ``ReLU`` layer: ``max(x, 0)`` by default, with
+    ``max_value`` (a cap), ``negative_slope`` (below ``threshold``) and ``threshold``:
+    ``x >= max_value: max_value; x > threshold: x; else negative_slope (x - threshold)``."""
 
-    def __init__(self, **kwargs):
-        super().__init__("relu", **kwargs)
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
+        kwargs.pop("activation", None)
+        super().__init__("relu", activation_params={
+            "max_value": max_value, "negative_slope": negative_slope,
+            "threshold": threshold}, **kwargs)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("activation")
+        return cfg
+
+
+class LeakyReLU(Activation):
+    """Keras's ``LeakyReLU`` layer: ``x > 0 ? x : negative_slope * x`` (default 0.3)."""
+
+    def __init__(self, negative_slope=0.3, **kwargs):
+        kwargs.pop("activation", None)
+        super().__init__("leaky_relu", activation_params={"negative_slope": negative_slope},
+                         **kwargs)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("activation")
+        return cfg
+
+
+class ELU(Activation):
+    """Keras's ``ELU`` layer: ``x > 0 ? x : alpha (exp(x) - 1)``."""
+
+    def __init__(self, alpha=1.0, **kwargs):
+        kwargs.pop("activation", None)
+        super().__init__("elu", activation_params={"alpha": alpha}, **kwargs)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.pop("activation")
+        return cfg
+
+
+class Softmax(Activation):
+    """Keras's ``Softmax`` layer on the last axis (``axis=-1``)."""
+
+    def __init__(self, axis=-1, **kwargs):
+        kwargs.pop("activation", None)
+        super().__init__("softmax", activation_params={"axis": axis}, **kwargs)
 
     def get_config(self):
         cfg = super().get_config()

@@ -37,15 +37,21 @@ from ..engine.stages.recurrent import (BidirectionalStage, EmbeddingStage,  # no
 from .base import Layer, rate_arg, seed_arg, units_arg
 from .base import initializer_config as _init_name
 
-_ACTS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid")
+#: activations the recurrent cells run (their backward reads the activation's output)
+_ACTS = tuple(k for k in _core.RNN_ACTS if k is not None)
+#: SimpleRNN keeps its pre-activations: also the activations whose derivative needs them
+_ACTS_SIMPLE = tuple(k for k in _core.RNN_ACTS_SIMPLE if k is not None)
 
 
-def _act_arg(v, name):
-    if v is None:
-        v = "linear"
-    if v not in _ACTS:
-        raise ValueError(f"{name} must be one of {_ACTS} or None, got {v!r}")
-    return v
+def _act_arg(v, name, allowed=_ACTS):
+    from ..engine import activations as _acts
+    n = _acts.canonical(v)
+    if n is None or n not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)} or None, got {v!r}"
+                         + ("" if n is None else " (the recurrent cells run the activations "
+                            "whose derivative follows from their output; the others are "
+                            "not available inside recurrent cells yet)"))
+    return n
 
 
 def _bool_arg(v, name):
@@ -88,7 +94,8 @@ class _RNN(Layer):
                  name=None, input_shape=None, trainable=True, **kwargs):
         super().__init__(name=name, input_shape=input_shape, trainable=trainable, **kwargs)
         self.units = units_arg(units, "units")
-        self.activation = _act_arg(activation, "activation")
+        self.activation = _act_arg(activation, "activation",
+                                   _ACTS_SIMPLE if self.cell == "simple" else _ACTS)
         self.recurrent_activation = _act_arg(recurrent_activation, "recurrent_activation")
         self.use_bias = _bool_arg(use_bias, "use_bias")
         self.kernel_initializer = _initializers.get(kernel_initializer)
@@ -187,7 +194,8 @@ class _RNN(Layer):
         return cfg
 
     def spec(self, F):
-        return (_core.RNN_CELLS[self.cell], _core.RNN_ACTS[self.activation],
+        acts = _core.RNN_ACTS_SIMPLE if self.cell == "simple" else _core.RNN_ACTS
+        return (_core.RNN_CELLS[self.cell], acts[self.activation],
                 _core.RNN_ACTS[self.recurrent_activation],
                 int(getattr(self, "reset_after", True)), int(self.go_backwards),
                 int(self.return_sequences), int(F), self.units)

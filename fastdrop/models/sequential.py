@@ -278,9 +278,10 @@ class Sequential(Trainer):
         self._head = None
         loss = self.loss
         fused = act is not None and (loss is None or (loss.head == act and not loss.from_logits))
-        if fused or act == "softmax":
-            # a softmax only runs fused with its loss; a mismatch is reported at fit
-            self._head = act if fused else None
+        if fused:
+            # the final softmax/sigmoid fused with its cross-entropy (or applied by the
+            # head when there is no loss); any other loss sees the activation's output
+            self._head = act
             if isinstance(last, Activation):
                 layers = layers[:-1]
             else:
@@ -306,12 +307,10 @@ class Sequential(Trainer):
     def _check_loss_fits_model(self):
         loss = self.loss
         last, act = self._final_activation()
-        if act == "softmax" and self._head is None:
-            if loss.from_logits:
-                raise ValueError(f"loss {loss.name!r} was given from_logits=True but the last "
-                                 "layer applies softmax: drop the activation (the loss applies "
-                                 "it) or use from_logits=False")
-            raise ValueError(f"loss {loss.name!r} does not go with a final softmax")
+        if act == "softmax" and self._head is None and loss.from_logits:
+            raise ValueError(f"loss {loss.name!r} was given from_logits=True but the last "
+                             "layer applies softmax: drop the activation (the loss applies "
+                             "it) or use from_logits=False")
         if loss.head is not None and not loss.from_logits and self._head != loss.head:
             raise ValueError(f"loss {loss.name!r} needs a final {loss.head} activation "
                              f"(Dense(units, activation={loss.head!r})), or from_logits=True "

@@ -30,14 +30,36 @@ NEEDS = {
     "hard_sigmoid": "y",
     "softsign": "y",
     "mish": "z",
+    "celu": "y",
+    "hard_silu": "z",
+    "hard_tanh": "y",
+    "soft_shrink": "z",
+    "hard_shrink": "z",
+    "tanh_shrink": "z",
+    "log_sigmoid": "y",
+    "exponential": "y",
+    "sparse_plus": "z",
+    "squareplus": "z",
+    "threshold": "z",
+    "relu_args": "z",
+    "sparse_sigmoid": "y",
+    "selu": "y",
 }
 #: Keras aliases of the names above
-ALIASES = {"swish": "silu"}
-#: the one parameter some activations take: leaky_relu negative_slope, elu alpha
-PARAM_DEFAULT = {"leaky_relu": 0.2, "elu": 1.0}
+ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}
+#: parameters (Keras's defaults): a number, or a tuple for the ones with several
+#: (threshold: (threshold, default_value); relu_args: Keras relu's (negative_slope,
+#: max_value (inf: none), threshold))
+PARAM_DEFAULT = {"leaky_relu": 0.2, "elu": 1.0, "celu": 1.0, "soft_shrink": 0.5,
+                 "hard_shrink": 0.5, "squareplus": 4.0, "threshold": (0.0, 0.0),
+                 "relu_args": (0.0, float("inf"), 0.0)}
 NAMES = tuple(NEEDS)
+#: row-wise activations (the last axis): which input their backward reads
+ROWS_NEEDS = {"softmax": "y", "log_softmax": "y", "sparsemax": "y", "glu": "x"}
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
+_SELU_A = float(np.float32(1.67326324))     # the kernel's float32 constants
+_SELU_S = float(np.float32(1.05070098))
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GT_C = math.sqrt(2.0 / math.pi)
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
@@ -53,7 +75,18 @@ def canonical(name):
 
 
 def _param(name, param):
-    return PARAM_DEFAULT.get(name, 0.0) if param is None else float(param)
+    """The first parameter (a float), or the whole tuple for the multi-parameter ones."""
+    d = PARAM_DEFAULT.get(name, 0.0)
+    if isinstance(d, tuple):
+        if param is None:
+            return d
+        param = tuple(param) if isinstance(param, (tuple, list)) else (param,)
+        return tuple(float(v) for v in param) + d[len(param):]
+    if param is None:
+        return d
+    if isinstance(param, (tuple, list)):
+        param = param[0]
+    return float(param)
 
 
 def _sigmoid(x):
@@ -106,6 +139,42 @@ def forward(name, x, param=None):
             return _with_limits(x, x / (1.0 + np.abs(x)), -1.0, 1.0)
         if name == "mish":
             return _with_limits(x, x * np.tanh(np.logaddexp(0.0, x)), -0.0, np.inf)
+        if name == "celu":
+            return np.where(x >= 0, x, a * np.expm1(np.minimum(x, 0.0) / a))
+        if name == "hard_silu":
+            return x * np.where(np.isnan(x), x, np.clip(x + 3.0, 0.0, 6.0) / 6.0)
+        if name == "hard_tanh":
+            return np.clip(x, -1.0, 1.0)
+        if name == "soft_shrink":
+            return np.where(x > a, x - a, np.where(x < -a, x + a, np.where(np.isnan(x), x, 0.0)))
+        if name == "hard_shrink":
+            return np.where(np.abs(x) > a, x, np.where(np.isnan(x), x, 0.0))
+        if name == "tanh_shrink":     # the series below 1e-2 (x - tanh x cancels)
+            x2 = x * x
+            series = x * x2 * (1 / 3 - x2 * (2 / 15 - x2 * 17 / 315))
+            return np.where(np.abs(x) < 1e-2, series, x - np.tanh(x))
+        if name == "log_sigmoid":
+            return np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
+        if name == "exponential":
+            return np.exp(x)
+        if name == "sparse_plus":
+            return np.where(x <= -1, 0.0, np.where(x >= 1, x, 0.25 * (x + 1) ** 2))
+        if name == "squareplus":
+            s = np.sqrt(x * x + a)
+            return np.where(x >= 0, 0.5 * (x + s), a / (2.0 * (s - x)))
+        if name == "threshold":
+            t, d = a
+            return np.where(x > t, x, d)
+        if name == "relu_args":
+            slope, mx, t = a
+            r = np.where(x > t, x, np.where(np.isnan(x), x, 0.0))
+            if mx < np.inf:
+                r = np.clip(r, 0.0, mx)
+            return r - slope * np.maximum(t - x, 0.0)
+        if name == "sparse_sigmoid":
+            return np.where(x <= -1, 0.0, np.where(x >= 1, 1.0, 0.5 * (x + 1)))
+        if name == "selu":
+            return _SELU_S * np.where(x >= 0, x, _SELU_A * np.expm1(np.minimum(x, 0.0)))
     raise AssertionError(name)
 
 
@@ -149,6 +218,36 @@ def derivative(name, z, param=None):
         if name == "mish":
             t = np.tanh(np.logaddexp(0.0, z))
             return _with_limits(z, t + z * _sigmoid(z) * (1 - t * t), 0.0, 1.0)
+        if name == "celu":
+            return np.where(z > 0, 1.0, np.exp(np.minimum(z, 0.0) / a))
+        if name == "hard_silu":
+            return np.where(z < -3, 0.0, np.where(z > 3, 1.0, z / 3.0 + 0.5))
+        if name == "hard_tanh":
+            return ((z > -1) & (z < 1)).astype(np.float64)
+        if name in ("soft_shrink", "hard_shrink"):
+            return (np.abs(z) > a).astype(np.float64)
+        if name == "tanh_shrink":
+            return np.tanh(z) ** 2
+        if name == "log_sigmoid":
+            return _sigmoid(-z)
+        if name == "exponential":
+            return np.exp(z)
+        if name == "sparse_plus":
+            return np.where(z <= -1, 0.0, np.where(z >= 1, 1.0, 0.5 * (z + 1)))
+        if name == "squareplus":   # b = 0: relu's derivative, 1/2 at 0 (as the kernel)
+            s = np.sqrt(z * z + a)
+            return np.where(np.isposinf(z), 1.0, np.where(np.isneginf(z), 0.0,
+                            np.where(s > 0, 0.5 * (1.0 + z / np.where(s > 0, s, 1.0)), 0.5)))
+        if name == "threshold":
+            return (z > a[0]).astype(np.float64)
+        if name == "relu_args":
+            slope, mx, t = a
+            inside = (z > t) & ((mx == np.inf) | ((z >= 0) & (z <= mx)))
+            return inside + slope * (z < t)
+        if name == "sparse_sigmoid":
+            return np.where((z > -1) & (z < 1), 0.5, 0.0)
+        if name == "selu":
+            return _SELU_S * np.where(z > 0, 1.0, _SELU_A * np.exp(np.minimum(z, 0.0)))
     raise AssertionError(name)
 
 
@@ -175,6 +274,19 @@ def derivative_from_y(name, y, param=None):
         return ((y > 0) & (y < 1)) / 6.0
     if name == "softsign":
         return (1.0 - np.abs(y)) ** 2
+    if name == "celu":
+        return np.where(y > 0, 1.0, y / a + 1.0)
+    if name == "hard_tanh":
+        return ((y > -1) & (y < 1)).astype(np.float64)
+    if name == "log_sigmoid":
+        return -np.expm1(y)
+    if name == "exponential":
+        return y.copy()
+    if name == "sparse_sigmoid":
+        return np.where((y > 0) & (y < 1), 0.5, 0.0)
+    if name == "selu":
+        # the kernel's float32 constant s * a (y + s a cancels for very negative z)
+        return np.where(y > 0, _SELU_S, y + float(np.float32(_SELU_S) * np.float32(_SELU_A)))
     raise ValueError(f"{name} backward does not read y")
 
 
@@ -196,3 +308,51 @@ def forward32(name, x, param=None):
 
 def backward32(name, grad, z=None, y=None, param=None):
     return backward(name, grad, z, y, param).astype(np.float32)
+
+
+# ------------------------------------------------- row-wise (the last axis)
+def rows_forward(name, x):
+    """softmax / log_softmax / sparsemax / glu over the last axis, float64."""
+    x = np.asarray(x, np.float64)
+    if name == "softmax":
+        e = np.exp(x - x.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+    if name == "log_softmax":
+        m = x.max(-1, keepdims=True)
+        return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+    if name == "sparsemax":     # the sort-based definition (Martins & Astudillo, 2016)
+        c = x.shape[-1]
+        zs = -np.sort(-x, axis=-1)
+        cs = np.cumsum(zs, -1)
+        k = np.arange(1, c + 1)
+        support = 1 + k * zs > cs
+        kz = support.sum(-1, keepdims=True)
+        tau = (np.take_along_axis(cs, kz - 1, -1) - 1) / kz
+        return np.maximum(x - tau, 0.0)
+    if name == "glu":
+        a, b = np.split(x, 2, axis=-1)
+        return a * _sigmoid(b)
+    raise ValueError(f"unknown row-wise activation {name!r}")
+
+
+def rows_vjp(name, g, x):
+    """J^T g over the last axis (g of the output's shape), float64, from the Jacobian's
+    closed form (softmax: diag(y) - y y^T; log_softmax: I - 1 y^T; sparsemax:
+    diag(s) - s s^T / |s| on the support s; glu: the product rule)."""
+    g = np.asarray(g, np.float64)
+    x = np.asarray(x, np.float64)
+    if name == "softmax":
+        y = rows_forward(name, x)
+        return y * (g - (g * y).sum(-1, keepdims=True))
+    if name == "log_softmax":
+        y = rows_forward("softmax", x)
+        return g - y * g.sum(-1, keepdims=True)
+    if name == "sparsemax":
+        s = rows_forward(name, x) > 0
+        v = (g * s).sum(-1, keepdims=True) / s.sum(-1, keepdims=True)
+        return np.where(s, g - v, 0.0)
+    if name == "glu":
+        a, b = np.split(x, 2, axis=-1)
+        sb = _sigmoid(b)
+        return np.concatenate([g * sb, g * a * sb * (1 - sb)], -1)
+    raise ValueError(f"unknown row-wise activation {name!r}")

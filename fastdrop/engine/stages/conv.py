@@ -5,6 +5,7 @@ BatchNormalization.  Rules match layers by their declared ``kind``."""
 import numpy as np
 
 from ... import _core
+from .. import activations as _acts
 from ..plan import fusion_rule
 from ..stage import Stage
 from .core import _kind
@@ -28,12 +29,19 @@ def _grad(layer, name):
 
 class ConvStage(Stage):
     """Conv2D (+relu) (+Dropout | SpatialDropout2D) as one implicit GEMM with a fused
-    epilogue.  layers: the conv, then the fused Activation / dropout layers."""
+    epilogue.  layers: the conv, then the fused Activation / dropout layers.
+    act: any other activation (``fastdrop.engine.activations``), run on the conv's output
+    buffer right after it, over the channel axis for the row-wise ones (no dropout fused
+    then)."""
 
-    def __init__(self, conv, relu=False, dropout=None, layers=None):
+    def __init__(self, conv, relu=False, dropout=None, layers=None, act=None):
         super().__init__(layers or [conv])
         self.conv = conv
         self.relu = bool(relu)
+        self.fn = act
+        if act is not None and (relu or dropout is not None):
+            raise ValueError("ConvStage runs a non-relu activation without a fused epilogue")
+        self.keep_z = act is not None and (act.needs == "z" or act.kernel == "glu")
         self.dropout = dropout if (dropout is not None and dropout.rate > 0) else None
         self.spatial = _kind(self.dropout) == "spatial_dropout2d"
         self.noisy = self.dropout is not None
@@ -43,15 +51,19 @@ class ConvStage(Stage):
     def bind(self, in_shape):
         self.in_shape = tuple(in_shape)
         self.geom = self.conv.geometry(self.in_shape)
-        self.out_shape = (self.geom[12], self.geom[13], self.geom[14])
+        self.conv_shape = (self.geom[12], self.geom[13], self.geom[14])
+        self.out_shape = self.conv_shape if self.fn is None else \
+            self.fn.out_shape(self.conv_shape)
         return self.out_shape
 
     def buffers(self, capacity):
-        oh, ow, oc = self.out_shape
+        oh, ow, oc = self.conv_shape
         b = {"out": ((capacity,) + self.out_shape, np.float32),
              "dx": ((capacity,) + self.in_shape, np.float32)}
-        if self.relu or self.dropout is not None:
-            b["dz"] = ((capacity,) + self.out_shape, np.float32)
+        if self.relu or self.dropout is not None or self.fn is not None:
+            b["dz"] = ((capacity,) + self.conv_shape, np.float32)
+        if self.keep_z:
+            b["z"] = ((capacity,) + self.conv_shape, np.float32)
         if self.dropout is not None:
             bits = capacity * (oc if self.spatial else oh * ow * oc)
             b["mask"] = (((bits + 7) // 8,), np.uint8)
@@ -63,8 +75,9 @@ class ConvStage(Stage):
     def forward(self, ctx, x):
         m = ctx.m
         conv = self.conv
-        oh, ow, oc = self.out_shape
+        oh, ow, oc = self.conv_shape
         y = self.buf["out"][:m]
+        h = self.buf["z"][:m] if self.keep_z else y
         mask = chmask = None
         scale = 1.0
         if self.dropout is not None and ctx.noise:
@@ -78,15 +91,23 @@ class ConvStage(Stage):
                 mask = bits
         self._mask, self._chmask, self._scale = mask, chmask, scale
         bias = conv.bias if conv.use_bias else None
-        _core.conv2d_forward(self._g(m), _flat(x), _flat(conv.kernel), _flat(y), bias,
+        _core.conv2d_forward(self._g(m), _flat(x), _flat(conv.kernel), _flat(h), bias,
                              self.relu, mask, chmask, scale)
+        if self.fn is not None:
+            self.fn.forward(h, y)
         self._x = x
         return y
 
     def backward(self, ctx, dy, need_dx):
         m = ctx.m
         conv = self.conv
-        oh, ow, oc = self.out_shape
+        oh, ow, oc = self.conv_shape
+        if self.fn is not None:
+            dz = self.buf["dz"][:m]
+            self.fn.backward(np.ascontiguousarray(dy, np.float32),
+                             self.buf["z"][:m] if self.keep_z else None,
+                             self.buf["out"][:m], dz)
+            dy = dz
         dkernel = _grad(conv, "kernel")
         dbias = _grad(conv, "bias") if conv.use_bias else None
         dy = np.ascontiguousarray(dy, np.float32).reshape(m, oh, ow, oc)
@@ -447,12 +468,19 @@ class ConvBNStage(Stage):
 
 
 def _is_relu_activation(layer):
+    """An Activation layer that is a plain relu (not ReLU(max_value=...) etc.)."""
     if _kind(layer) != "activation":
         return False
-    a = getattr(layer, "activation", None)
-    if callable(a) and not isinstance(a, str):
-        a = getattr(a, "__name__", None)
-    return isinstance(a, str) and a.lower() == "relu"
+    fn = _acts.get(*_acts.spec_of(layer))
+    return fn is not None and fn.kernel == "relu"
+
+
+def _conv_act(conv):
+    """The conv's own activation: 'linear', 'relu' (fused) or an Act (run after it)."""
+    fn = _acts.get(*_acts.spec_of(conv))
+    if fn is None:
+        return "linear"
+    return "relu" if fn.kernel == "relu" else fn
 
 
 def _is_plain_dropout(layer):
@@ -467,7 +495,10 @@ def conv_fusion_rule(layers, i):
     if _kind(conv) != "conv2d":
         return None
     j = i + 1
-    relu = conv.activation == "relu"
+    own = _conv_act(conv)
+    if not isinstance(own, str):
+        return (lambda: ConvStage(conv, act=own)), 1
+    relu = own == "relu"
     if not relu and j < len(layers) and _is_relu_activation(layers[j]):
         relu = True
         j += 1
@@ -487,7 +518,7 @@ def conv_bn_fusion_rule(layers, i):
     """Conv2D (linear) + BatchNormalization [+ Activation('relu')] [+ Dropout |
     SpatialDropout2D]: BN folded into the convolution at inference."""
     conv = layers[i]
-    if _kind(conv) != "conv2d" or conv.activation != "linear" or i + 1 >= len(layers):
+    if _kind(conv) != "conv2d" or _conv_act(conv) != "linear" or i + 1 >= len(layers):
         return None
     bn = layers[i + 1]
     if _kind(bn) != "batchnorm":

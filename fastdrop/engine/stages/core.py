@@ -21,16 +21,19 @@ class DenseStage(Stage):
     kernel once per step (per pass in MC).  On N-D inputs the GEMM runs over all leading
     positions at once (rows = samples × positions)."""
 
-    def __init__(self, dense, act, dropout):
+    def __init__(self, dense, act, dropout, params=None):
         layers = [dense] + ([dropout] if dropout is not None else [])
         super().__init__(layers)
         self.dense = dense
-        self.act = act
-        self.relu = act == "relu"
-        self.fn = None if act in ("linear", "relu") else _acts.get(act)
-        if act not in ("linear", "relu") and self.fn is None:
-            raise ValueError(f"activation {act!r} is not available in this build")
+        fn = _acts.get(act, params)
+        self.relu = fn is not None and fn.kernel == "relu"
+        self.fn = None if (fn is None or self.relu) else fn
+        self.act = "linear" if fn is None else ("relu" if self.relu else act)
+        # the GEMM writes into "z" when the activation needs its input or changes the shape
+        self.keep_z = self.fn is not None and (self.fn.needs == "z" or self.fn.kernel == "glu")
         self.dropout = dropout if (dropout is not None and dropout.rate > 0) else None
+        if self.fn is not None and self.dropout is not None:
+            raise ValueError("DenseStage fuses Dropout only after a linear or relu activation")
         self.noisy = self.dropout is not None or dense.drop_connect > 0
         # mixed_bfloat16: the GEMMs (forward, dX, dW) on bf16 operands with fp32
         # accumulation; the kernel's bf16 copy is made once per forward (once per
@@ -40,21 +43,23 @@ class DenseStage(Stage):
         self._w16 = None
 
     def infer_shape(self, in_shape):
-        return tuple(in_shape[:-1]) + (self.dense.units,)
+        units = self.dense.units
+        return tuple(in_shape[:-1]) + (units if self.fn is None else self.fn.out_cols(units),)
 
     def bind(self, in_shape):
         out = super().bind(in_shape)
         self.rows = _prod(in_shape[:-1])        # GEMM rows per sample
         self.fan_in = in_shape[-1]
         self.flat = len(in_shape) == 1          # (m, features) in and out: no reshapes
+        self.out_units = out[-1]
         return out
 
     def buffers(self, capacity):
         d = self.dense
         rows = capacity * self.rows
-        b = {"out": ((rows, d.units), np.float32), "dz": ((rows, d.units), np.float32),
+        b = {"out": ((rows, self.out_units), np.float32), "dz": ((rows, d.units), np.float32),
              "dx": ((rows, self.fan_in), np.float32)}
-        if self.fn is not None and self.fn.needs == "z":
+        if self.keep_z:
             b["z"] = ((rows, d.units), np.float32)
         if self.dropout is not None:
             b["mask"] = (((rows * d.units + 7) // 8,), np.uint8)
@@ -88,20 +93,21 @@ class DenseStage(Stage):
                         drop.noise_index, drop.seed)
 
     def _activate(self, h, M):
+        """The activation, from the GEMM output h (the "z" buffer when kept) to "out"."""
         if self.fn is None:
-            return
-        if self.fn.needs == "z":
-            z = self.buf["z"][:M]
-            z[...] = h
-            self.fn.forward(z.reshape(-1), h.reshape(-1))
-        else:
-            self.fn.forward(h.reshape(-1), h.reshape(-1))
+            return self.buf["out"][:M]
+        y = self.buf["out"][:M]
+        self.fn.forward(h, y)
+        return y
+
+    def _out(self, ctx, y):
+        return y if self.flat else y.reshape((ctx.m,) + self.out_shape)
 
     def forward(self, ctx, x):
         d = self.dense
         M = ctx.m * self.rows
         x2 = x if self.flat else x.reshape(M, self.fan_in)
-        h = self.buf["out"][:M]
+        h = (self.buf["z"] if self.keep_z else self.buf["out"])[:M]
         self._x = x2
         self._mask = None
         self._wmask = None
@@ -110,9 +116,7 @@ class DenseStage(Stage):
         if not ctx.noise or not self.noisy:
             # inference (or nothing noisy): one GEMM with the bias/ReLU epilogue
             self._gemm(x2, kernel, h, False, False, 1.0, 0.0, d.bias, self.relu)
-            if self.fn is not None:
-                self._activate(h, M)
-            return h if self.flat else h.reshape((ctx.m,) + self.out_shape)
+            return self._out(ctx, self._activate(h, M))
         drop = self.dropout
         if ctx.mode == MC and (d.drop_connect > 0 or (ctx.tiled and drop is not None)):
             s = ctx.samples * self.rows
@@ -131,8 +135,7 @@ class DenseStage(Stage):
             if drop is not None:
                 flat = h.reshape(-1)
                 _core.dropout_apply(flat, self._draw_mask(ctx), flat, drop.scale)
-            self._activate(h, M)
-            return h.reshape((ctx.m,) + self.out_shape)
+            return self._out(ctx, self._activate(h, M))
         mask = None if drop is None else self._draw_mask(ctx)
         self._mask = mask
         w = kernel
@@ -142,8 +145,7 @@ class DenseStage(Stage):
             self._wmask = self.buf["wmask"]
         self._gemm(x2, w, h, False, False, 1.0, 0.0, d.bias, self.relu, mask,
                    drop.scale if mask is not None else 1.0)
-        self._activate(h, M)
-        return h.reshape((ctx.m,) + self.out_shape)
+        return self._out(ctx, self._activate(h, M))
 
     def noise_masks(self, m):
         out = {}
@@ -161,7 +163,7 @@ class DenseStage(Stage):
     def backward(self, ctx, dy, need_dx):
         d = self.dense
         M = ctx.m * self.rows
-        dh = dy.reshape(M, d.units)
+        dh = dy.reshape(M, self.out_units)
         h = self.buf["out"][:M]
         mask = self._mask
         dz = self.buf["dz"][:M]
@@ -173,9 +175,8 @@ class DenseStage(Stage):
                                      d.dbias if d.use_bias else None)
             bias_done = True
         elif self.fn is not None:
-            z = self.buf["z"][:M] if self.fn.needs == "z" else None
-            self.fn.backward(dh.reshape(-1), None if z is None else z.reshape(-1),
-                             h.reshape(-1), dz.reshape(-1))
+            z = self.buf["z"][:M] if self.keep_z else None
+            self.fn.backward(dh, z, h, dz)
         else:
             dz = dh
         self._gemm(self._x, dz, d.dkernel, True, False, 1.0, 0.0)
@@ -203,38 +204,45 @@ def _plan_act(layer):
     return getattr(layer, "_plan_act", None) or layer.activation
 
 
+def _kernel(name, params):
+    """The C kernel an activation resolves to ('linear' for none)."""
+    fn = _acts.get(name, params)
+    return "linear" if fn is None else fn.kernel
+
+
 @fusion_rule
 def dense_rule(layers, i):
-    """Dense [+ Activation] [+ element-wise Dropout] -> one DenseStage."""
+    """Dense [+ Activation] [+ element-wise Dropout] -> one DenseStage (the activation,
+    any of them, on the GEMM's output; Dropout fused after a linear or relu one)."""
     layer = layers[i]
     if _kind(layer) != "dense":
         return None
-    act = _plan_act(layer)
+    act, params = _acts.spec_of(layer)
     j = i + 1
-    if act == "linear" and j < len(layers) and _kind(layers[j]) == "activation" \
-            and _plan_act(layers[j]) not in ("linear", "softmax"):
-        act = _plan_act(layers[j])
+    if _kernel(act, params) == "linear" and j < len(layers) \
+            and _kind(layers[j]) == "activation" \
+            and _kernel(*_acts.spec_of(layers[j])) != "linear":
+        act, params = _acts.spec_of(layers[j])
         j += 1
     drop = None
-    if act in ("linear", "relu") and j < len(layers) and _kind(layers[j]) == "dropout" \
-            and layers[j].elementwise:
+    if _kernel(act, params) in ("linear", "relu") and j < len(layers) \
+            and _kind(layers[j]) == "dropout" and layers[j].elementwise:
         drop = layers[j]
         j += 1
-    return (lambda: DenseStage(layer, act, drop)), j - i
+    return (lambda: DenseStage(layer, act, drop, params)), j - i
 
 
 class ActivationStage(Stage):
-    def __init__(self, layer, act):
+    """An activation on the last axis of any tensor (element-wise on the flat buffer,
+    row-wise on the (rows, last axis) view)."""
+
+    def __init__(self, layer, act, params=None):
         super().__init__([layer])
         self.act = act
-        if act == "linear":
-            self.fn = None
-        else:
-            self.fn = _acts.get(act)
-            if self.fn is None:
-                raise ValueError(f"activation {act!r} is only supported as the last layer "
-                                 f"(fused with its loss)" if act in _acts.HEADS else
-                                 f"activation {act!r} is not available in this build")
+        self.fn = _acts.get(act, params)
+
+    def infer_shape(self, in_shape):
+        return tuple(in_shape) if self.fn is None else self.fn.out_shape(in_shape)
 
     def buffers(self, capacity):
         return {} if self.fn is None else super().buffers(capacity)
@@ -244,7 +252,7 @@ class ActivationStage(Stage):
             return x
         self._x = x
         y = self.buf["out"][:ctx.m]
-        self.fn.forward(x.reshape(-1), y.reshape(-1))
+        self.fn.forward(x, y)
         return y
 
     def backward(self, ctx, dy, need_dx):
@@ -253,8 +261,9 @@ class ActivationStage(Stage):
         if self.fn is None:
             return dy
         dx = self.buf["dx"][:ctx.m]
-        self.fn.backward(dy.reshape(-1), self._x.reshape(-1), self.buf["out"][:ctx.m].reshape(-1),
-                         dx.reshape(-1))
+        fn = self.fn
+        fn.backward(np.ascontiguousarray(dy, np.float32), self._x if fn.needs == "z" else None,
+                    self.buf["out"][:ctx.m], dx)
         return dx
 
 

@@ -262,9 +262,39 @@ class _Translator:
 
     def layer_ReLU(self, cfg, where, common):
         from ...layers import ReLU
-        self.check_keys(cfg, set(), where, {"max_value": (None,), "negative_slope": (0, 0.0),
-                                            "threshold": (0, 0.0)})
-        return [ReLU(input_shape=self._declared(cfg), **common)], []
+        self.check_keys(cfg, {"max_value", "negative_slope", "threshold"}, where)
+        mx = cfg.get("max_value")
+        try:
+            return [ReLU(max_value=None if mx is None else float(mx),
+                         negative_slope=float(cfg.get("negative_slope") or 0.0),
+                         threshold=float(cfg.get("threshold") or 0.0),
+                         input_shape=self._declared(cfg), **common)], []
+        except (TypeError, ValueError) as e:
+            raise self.ctx.bad(f"{where}: {e}") from None
+
+    def layer_LeakyReLU(self, cfg, where, common):
+        from ...layers import LeakyReLU
+        self.check_keys(cfg, {"negative_slope", "alpha"}, where)
+        slope = cfg.get("negative_slope", cfg.get("alpha", 0.3))    # tf.keras 2: alpha
+        try:
+            return [LeakyReLU(negative_slope=float(slope), input_shape=self._declared(cfg),
+                              **common)], []
+        except (TypeError, ValueError) as e:
+            raise self.ctx.bad(f"{where}: {e}") from None
+
+    def layer_ELU(self, cfg, where, common):
+        from ...layers import ELU
+        self.check_keys(cfg, {"alpha"}, where)
+        try:
+            return [ELU(alpha=float(cfg.get("alpha", 1.0)), input_shape=self._declared(cfg),
+                        **common)], []
+        except (TypeError, ValueError) as e:
+            raise self.ctx.bad(f"{where}: {e}") from None
+
+    def layer_Softmax(self, cfg, where, common):
+        from ...layers import Softmax
+        self.check_keys(cfg, set(), where, {"axis": (-1, [-1])})
+        return [Softmax(input_shape=self._declared(cfg), **common)], []
 
     def _noise(self, cls, cfg, where, common, extra=None):
         self.check_keys(cfg, {"rate", "seed"} | set(extra or {}), where,
@@ -440,7 +470,7 @@ class _Translator:
 
     def rnn(self, kclass, cfg, where, common, in_bidirectional=False):
         from ...layers import GRU, LSTM, SimpleRNN
-        from ...layers.recurrent import _ACTS
+        from ...layers.recurrent import _ACTS, _ACTS_SIMPLE
         cls = {"SimpleRNN": SimpleRNN, "LSTM": LSTM, "GRU": GRU}[kclass]
         self.check_keys(cfg, self._RNN_KEYS, where,
                         {"return_state": (False, None), "stateful": (False, None),
@@ -455,7 +485,8 @@ class _Translator:
         kw = dict(
             units=int(cfg["units"]),
             activation=self.activation(cfg.get("activation", "tanh"), where,
-                                       allowed=_ACTS),
+                                       allowed=_ACTS_SIMPLE if kclass == "SimpleRNN"
+                                       else _ACTS),
             use_bias=bool(cfg.get("use_bias", True)),
             kernel_initializer=self.initializer(cfg.get("kernel_initializer"), where,
                                                 "kernel_initializer", "glorot_uniform"),

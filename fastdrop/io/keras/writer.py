@@ -61,6 +61,52 @@ def _base_cfg(layer):
     return {"name": layer.name, "trainable": bool(layer.trainable), "dtype": _policy_out(layer)}
 
 
+#: activations Keras names by a string only with their default arguments
+_KERAS_STRING_DEFAULTS = {"gelu": {"approximate": False}, "leaky_relu": {"negative_slope": 0.2},
+                          "elu": {"alpha": 1.0}, "celu": {"alpha": 1.0},
+                          "soft_shrink": {"threshold": 0.5}, "hard_shrink": {"threshold": 0.5},
+                          "squareplus": {"b": 4.0},
+                          "relu": {"negative_slope": 0.0, "max_value": None, "threshold": 0.0}}
+
+
+def _no_keras_equivalent(layer, what):
+    return ValueError(f"layer {layer.name!r}: {what} has no Keras equivalent (Keras names "
+                      "activations by string with their default arguments only); save in "
+                      "fastdrop's own format (.fdm)")
+
+
+def _act_string_out(layer, name, params=None):
+    """The Keras activation string of a layer's activation, or a clear refusal."""
+    if name == "gelu_tanh":
+        raise _no_keras_equivalent(layer, "activation 'gelu_tanh' (gelu approximate=True)")
+    if name == "threshold":
+        raise _no_keras_equivalent(layer, "activation 'threshold'")
+    d = _KERAS_STRING_DEFAULTS.get(name, {})
+    for k, v in (params or {}).items():
+        if k != "axis" and d.get(k, v) != v:
+            raise _no_keras_equivalent(layer, f"activation {name!r} with {k}={v!r}")
+    return name
+
+
+def _activation_layer_out(layer):
+    """(Keras class, config entries) of an Activation layer: Keras's ReLU / LeakyReLU /
+    ELU / Softmax layers carry the arguments, Activation the rest by name."""
+    name, p = layer.activation, layer.activation_params
+    if type(layer).__name__ in ("ReLU", "LeakyReLU", "ELU", "Softmax") or \
+            (name == "relu" and p) or (name in ("leaky_relu", "elu") and p):
+        if name == "relu":
+            return "ReLU", {"max_value": p.get("max_value"),
+                            "negative_slope": p.get("negative_slope", 0.0),
+                            "threshold": p.get("threshold", 0.0)}
+        if name == "leaky_relu":
+            return "LeakyReLU", {"negative_slope": p.get("negative_slope", 0.2)}
+        if name == "elu":
+            return "ELU", {"alpha": p.get("alpha", 1.0)}
+        if name == "softmax":
+            return "Softmax", {"axis": -1}
+    return "Activation", {"activation": _act_string_out(layer, name, p)}
+
+
 def _layer_out(layer, in_shape):
     """(class name, Keras config, [(subpath, variable)]) of one fastdrop layer."""
     from ... import layers as L
@@ -72,7 +118,8 @@ def _layer_out(layer, in_shape):
             raise ValueError(f"layer {layer.name!r}: Dense(drop_connect={layer.drop_connect}) "
                              "has no Keras equivalent; set drop_connect=0 (or save in "
                              "fastdrop's own format, .fdm) to save as Keras")
-        cfg.update(units=layer.units, activation=layer.activation, use_bias=layer.use_bias,
+        cfg.update(units=layer.units, activation=_act_string_out(layer, layer.activation),
+                   use_bias=layer.use_bias,
                    kernel_initializer=_init_out(layer.kernel_initializer,
                                                 "kernel_initializer", layer),
                    bias_initializer=_init_out(layer.bias_initializer, "bias_initializer",
@@ -82,10 +129,9 @@ def _layer_out(layer, in_shape):
                    kernel_constraint=_con_out(layer.kernel_constraint, 2),
                    bias_constraint=_con_out(layer.bias_constraint, 1),
                    activity_regularizer=None)
-    elif isinstance(layer, L.ReLU):
-        cfg.update(max_value=None, negative_slope=0.0, threshold=0.0)
     elif isinstance(layer, L.Activation):
-        cfg.update(activation=layer.activation)
+        t, extra = _activation_layer_out(layer)
+        cfg.update(extra)
     elif isinstance(layer, L.Dropout):
         cfg.update(rate=layer.rate, seed=layer.seed,
                    noise_shape=None if layer.noise_shape is None else list(layer.noise_shape))
@@ -104,7 +150,8 @@ def _layer_out(layer, in_shape):
         cfg.update(filters=layer.filters, kernel_size=list(layer.kernel_size),
                    strides=list(layer.strides), padding=layer.padding,
                    data_format="channels_last", dilation_rate=list(layer.dilation_rate),
-                   groups=1, activation=layer.activation, use_bias=layer.use_bias,
+                   groups=1, activation=_act_string_out(layer, layer.activation),
+                   use_bias=layer.use_bias,
                    kernel_initializer=_init_out(layer.kernel_initializer,
                                                 "kernel_initializer", layer),
                    bias_initializer=_init_out(layer.bias_initializer, "bias_initializer",
@@ -158,7 +205,8 @@ def _rnn_out(layer):
     cfg = _base_cfg(layer)
     cfg.update(return_sequences=layer.return_sequences, return_state=False,
                go_backwards=layer.go_backwards, stateful=False, unroll=False,
-               zero_output_for_mask=False, units=layer.units, activation=layer.activation,
+               zero_output_for_mask=False, units=layer.units,
+               activation=_act_string_out(layer, layer.activation),
                use_bias=layer.use_bias,
                kernel_initializer=_init_out(layer.kernel_initializer, "kernel_initializer",
                                             layer),
