@@ -104,6 +104,28 @@ def test_activation_sides(rng, name, direction):
     assert s["torch"] is None
 
 
+@pytest.mark.parametrize("name", activations.names())
+def test_activation_baselines_compute_the_activation(rng, name):
+    """The float32 NumPy (and, where installed, torch) baselines compute the same function
+    as the float64 reference: a benchmark against a different function measures nothing."""
+    from fastdrop.benchmarks import peers
+    from fastdrop.reference import activations as RA
+    x = (rng.standard_normal(400) * 3).astype(np.float32)
+    want = RA.forward(name, x.astype(np.float64))
+    f32 = peers.numpy32_activation(name)
+    if f32 is not None:
+        with np.errstate(all="ignore"):
+            np.testing.assert_allclose(f32(x), want, rtol=2e-5, atol=2e-6)
+    try:
+        import torch
+    except ImportError:
+        return
+    tf = peers.torch_activations(torch).get(name)
+    if tf is not None:
+        np.testing.assert_allclose(tf(torch.from_numpy(x)).numpy(), want, rtol=2e-5,
+                                   atol=2e-6)
+
+
 def test_loss_sides(rng):
     logits, labels, grad = losses.xent_arrays(16, 7, rng)
     for api in ("core", "public"):

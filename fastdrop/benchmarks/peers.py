@@ -41,7 +41,23 @@ def numpy32_activation(name):
         "hard_sigmoid": lambda x: np.clip(x + f(3), f(0), f(6)) / f(6),
         "softsign": lambda x: x / (f(1) + np.abs(x)),
         "mish": lambda x: x * np.tanh(np.logaddexp(f(0), x)),
-    }[name]
+        "celu": lambda x: np.where(x > 0, x, np.expm1(x)),
+        "hard_silu": lambda x: x * np.clip(x + f(3), f(0), f(6)) / f(6),
+        "hard_tanh": lambda x: np.clip(x, f(-1), f(1)),
+        "soft_shrink": lambda x: np.where(x > f(0.5), x - f(0.5),
+                                          np.where(x < f(-0.5), x + f(0.5), f(0))),
+        "hard_shrink": lambda x: np.where(np.abs(x) > f(0.5), x, f(0)),
+        "tanh_shrink": lambda x: x - np.tanh(x),
+        "log_sigmoid": lambda x: -np.logaddexp(f(0), -x),
+        "exponential": np.exp,
+        "sparse_plus": lambda x: np.where(x <= f(-1), f(0),
+                                          np.where(x >= f(1), x, (x + f(1)) ** 2 / f(4))),
+        "squareplus": lambda x: (x + np.sqrt(x * x + f(4))) / f(2),
+        "threshold": lambda x: np.where(x > f(0), x, f(0)),
+        "relu_args": lambda x: np.maximum(x, f(0)),
+        "sparse_sigmoid": lambda x: np.clip((x + f(1)) / f(2), f(0), f(1)),
+        "selu": lambda x: f(1.0507010) * np.where(x > 0, x, f(1.6732632) * np.expm1(x)),
+    }.get(name)
 
 
 def reference_trainer(sizes, x, y, batch, rate, steps=None, seed=0):
@@ -96,7 +112,8 @@ def torch_dropout(torch, x, rate):
 
 
 def torch_activations(torch):
-    """{activation name: torch function} for every name of fastdrop.reference.activations."""
+    """{activation name: torch function} for the names of fastdrop.reference.activations
+    that torch has (sparse_plus and sparse_sigmoid have no torch op)."""
     F = torch.nn.functional
     return {
         "linear": lambda t: t.clone(), "relu": torch.relu, "relu6": F.relu6,
@@ -104,6 +121,12 @@ def torch_activations(torch):
         "sigmoid": torch.sigmoid, "softplus": F.softplus, "silu": F.silu,
         "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
         "hard_sigmoid": F.hardsigmoid, "softsign": F.softsign, "mish": F.mish,
+        "celu": F.celu, "hard_silu": F.hardswish, "hard_tanh": F.hardtanh,
+        "soft_shrink": F.softshrink, "hard_shrink": F.hardshrink,
+        "tanh_shrink": F.tanhshrink, "log_sigmoid": F.logsigmoid,
+        "exponential": torch.exp, "squareplus": lambda t: (t + torch.sqrt(t * t + 4)) / 2,
+        "threshold": lambda t: F.threshold(t, 0.0, 0.0), "relu_args": torch.relu,
+        "selu": F.selu,
     }
 
 

@@ -54,7 +54,7 @@ def act_sides(name, direction, x, g, out, d, torch=None):
     from ...reference import activations as RA
     if direction == "forward":
         f32 = peers.numpy32_activation(name)
-        tf = peers.torch_activations(torch)[name] if torch is not None else None
+        tf = peers.torch_activations(torch).get(name) if torch is not None else None
         t = torch.from_numpy(x) if torch is not None else None
         return {"fastdrop": lambda: _core.act_forward(name, x, out),
                 "numpy32": (lambda: f32(x)) if f32 is not None else None,
