@@ -2,7 +2,7 @@
 pytest-benchmark suites under ``bench/``.
 
 * ``cases/`` — one module per family (gemm, dropout, activations, losses, optim, mlp,
-  cnn, rnn): case functions returning ``{side: callable}`` on given inputs, and the
+  cnn, rnn, bf16): case functions returning ``{side: callable}`` on given inputs, and the
   family's ``bench(ctx)`` section of the report;
 * ``peers`` — the baselines (NumPy, PyTorch, onnxruntime, Keras), imported only when a
   case uses them;

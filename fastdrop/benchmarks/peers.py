@@ -131,22 +131,25 @@ def torch_activations(torch):
 
 
 def torch_mlp(torch, sizes, rate, seed=0):
-    """nn.Sequential of Linear/ReLU/Dropout and Adam (eps=1e-7): fastdrop's MLP."""
+    """nn.Sequential of Linear/ReLU/Dropout (no Dropout when ``rate`` is 0 or None) and
+    Adam (eps=1e-7): fastdrop's MLP."""
     nn = torch.nn
     torch.manual_seed(seed)
     layers = []
     for fi, fo in zip(sizes[:-2], sizes[1:-1]):
-        layers += [nn.Linear(fi, fo), nn.ReLU(), nn.Dropout(rate)]
+        layers += [nn.Linear(fi, fo), nn.ReLU()] + ([nn.Dropout(rate)] if rate else [])
     layers.append(nn.Linear(sizes[-2], sizes[-1]))
     model = nn.Sequential(*layers)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     return model, opt
 
 
-def torch_mlp_trainer(torch, sizes, x, y, batch, rate, seed=0, warmup=True):
+def torch_mlp_trainer(torch, sizes, x, y, batch, rate, seed=0, warmup=True, autocast=False):
     """The MLP in PyTorch (cross-entropy, Adam with eps=1e-7) over ``len(x) // batch``
-    steps; one warm-up call made if ``warmup``.  Returns (callable, steps per call,
-    module)."""
+    steps; one warm-up call made if ``warmup``.  ``autocast``: the forward pass and the
+    loss under ``torch.autocast("cpu", dtype=torch.bfloat16)`` (PyTorch's bf16 mixed
+    precision: fp32 parameters, bf16 matmuls; backward and Adam outside it, as PyTorch
+    recommends).  Returns (callable, steps per call, module)."""
     steps = x.shape[0] // batch
     tm, opt = torch_mlp(torch, sizes, rate, seed)
     tm.train()
@@ -160,9 +163,18 @@ def torch_mlp_trainer(torch, sizes, x, y, batch, rate, seed=0, warmup=True):
             loss.backward()
             opt.step()
 
+    def tr_autocast():
+        for lo in range(0, steps * batch, batch):
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = F.cross_entropy(tm(xt[lo:lo + batch]), yt[lo:lo + batch])
+            loss.backward()
+            opt.step()
+
+    run = tr_autocast if autocast else tr
     if warmup:
-        tr()
-    return tr, steps, tm
+        run()
+    return run, steps, tm
 
 
 def torch_predict(torch, module, x):

@@ -165,6 +165,8 @@ def format_report(data):
                  " ".join(f"{v:,.0f}" for v in r["epoch_sps"]), _x(r["ratio"])]
                 for r in res["steady"]]
         L += _table(["model", "data", "threads", "epochs 1..N", "last / first"], rows)
+    if res.get("bf16"):
+        L += _bf16_section(res["bf16"], n)
     if res.get("targets"):
         L.append("")
         L.append("Targets (ratios measured in this run)")
@@ -186,6 +188,48 @@ def format_report(data):
     L.append("")
     L.append(f"elapsed {data['elapsed_s']:.1f} s")
     return "\n".join(L)
+
+
+def _bf16_section(bf, n):
+    """The bf16 mixed precision tables (GEMM per path, training and MC dropout per side)."""
+    ps, default = bf.get("paths") or [], bf.get("default_path")
+    L = ["", f"bf16 mixed precision — bf16 paths here: {', '.join(ps) or 'none'} (default "
+             f"{default}); {n} threads"]
+    if bf.get("gemm"):
+        L.append("  GEMM  GFLOP/s: fastdrop._core.gemm (fp32) vs _core.gemm_bf16 per path "
+                 "(bf16 operands, fp32 accumulation)")
+        gps = [p for p in ps if any(f"{p}_gflops" in r for r in bf["gemm"])]
+        rows = [[r["op"], r["m"], r["n"], r["k"], _f(r["fp32_gflops"])]
+                + [_f(r.get(f"{p}_gflops")) for p in gps]
+                + [_x(r.get(f"{p}_vs_fp32"), "fp32") for p in gps] for r in bf["gemm"]]
+        L += _table(["op", "M", "N", "K", "fp32"] + gps + [f"{p} ratio" for p in gps], rows,
+                    indent="    ")
+        for r in bf["gemm"]:
+            if not r.get("agrees", True):
+                L.append(f"    WARNING: gemm_bf16 {r['op']} {r['m']}×{r['n']}×{r['k']} differs "
+                         f"from the fp32 product of the bf16-rounded operands (" +
+                         ", ".join(f"{p} {r.get(p + '_max_rel_diff', 0):.2g}" for p in ps) + ")")
+    tr = bf.get("train")
+    if tr:
+        r0 = tr[0]
+        L.append(f"  Training {r0['model']}  samples/s, batch {r0['batch']}, dropout "
+                 f"{r0['rate']}, Adam (Sequential.fit steady state; sides interleaved)")
+        rows = [[r["label"] + (" (default)" if r.get("default_path") else ""),
+                 _f(r["sps"], "{:,.0f}"), _f(r.get("median_sps"), "{:,.0f}"),
+                 _x(r.get("vs_fp32"), "fp32"), _x(r.get("vs_torch_bf16"), "torch bf16")]
+                for r in tr]
+        L += _table(["side", "best", "median", "vs fastdrop fp32", "vs torch bf16"], rows,
+                    indent="    ")
+    mc = bf.get("mc")
+    if mc:
+        r0 = mc[0]
+        L.append(f"  MC dropout predict(x, mc_samples={r0['T']}) of {r0['batch']} rows, "
+                 f"{r0['model']}, dropout {r0['rate']}, ms per call")
+        rows = [[r["label"] + (" (default)" if r.get("default_path") else ""),
+                 _f(r["ms"], "{:.2f}"), _f(r.get("median_ms"), "{:.2f}"),
+                 _x(r.get("vs_fp32"), "fp32")] for r in mc]
+        L += _table(["side", "best ms", "median ms", "vs fastdrop fp32"], rows, indent="    ")
+    return L
 
 
 # -------------------------------------------------------------------------- plots

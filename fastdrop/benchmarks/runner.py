@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from . import peers, report
-from .cases import activations, cnn, dropout, gemm, losses, mlp, optim, rnn
+from .cases import activations, bf16, cnn, dropout, gemm, losses, mlp, optim, rnn
 from .harness import Blas, Context, cpu_count, cpu_model
 from .targets import targets
 
@@ -65,6 +65,9 @@ def config(quick=False, threads=0, torch=True):
                     train_steps={1024: 6, 256: 12},
                     predict=True,
                     mixed_samples=100, steady=dict(epochs=3, samples=12800),
+                    bf16_gemm=dict(batches=[128], sizes=(784, 1024), square=[1024]),
+                    bf16_train=dict(sizes=(784, 1024, 1024, 10), batch=128, steps=6),
+                    bf16_mc=dict(sizes=(784, 1024, 1024, 10), T=20, batch=64),
                     budget=0.25, sample_s=0.001, min_samples=2, min_slow=1)
     return dict(common,
                 gemm_square=[256, 512, 1024, 2048],
@@ -79,6 +82,9 @@ def config(quick=False, threads=0, torch=True):
                 train_steps={1024: 16, 256: 32},
                 predict=True,
                 mixed_samples=300, steady=dict(epochs=5, samples=None),
+                bf16_gemm=dict(batches=[128, 256], sizes=(784, 1024), square=[1024]),
+                bf16_train=dict(sizes=(784, 1024, 1024, 10), batch=128, steps=16),
+                bf16_mc=dict(sizes=(784, 1024, 1024, 10), T=20, batch=128),
                 budget=0.8, sample_s=0.001, min_samples=3)
 
 
@@ -90,6 +96,9 @@ def tiny_config():
                 train_models=[(20, 16, 16, 4)], train_threads=sorted({1, min(2, cpu_count())}),
                 train_steps={16: 2}, predict=True,
                 mixed_samples=5, steady=dict(epochs=2, samples=256, sizes=(784, 16, 10)),
+                bf16_gemm=dict(batches=[4], sizes=(20, 16), square=[16]),
+                bf16_train=dict(sizes=(20, 16, 16, 4), batch=4, steps=2),
+                bf16_mc=dict(sizes=(20, 16, 16, 4), T=2, batch=4),
                 models=False,
                 budget=0.005, sample_s=0.001, min_samples=1)
 
@@ -160,6 +169,8 @@ def run(cfg, log=None):
         res["predict"] = mlp.bench_predict(ctx) if cfg.get("predict") else []
         res["mixed"] = mlp.bench_mixed(ctx)
         res["steady"] = mlp.bench_steady(ctx)
+        if any(cfg.get(k) for k in ("bf16_gemm", "bf16_train", "bf16_mc")):
+            res["bf16"] = bf16.bench(ctx)
         if cfg.get("models", True):
             res["models"] = cnn.bench(ctx) + rnn.bench(ctx) + cnn.bench_inference(ctx)
     finally:

@@ -92,6 +92,8 @@ def targets(res):
             st["ratio"], goal=0.95)
     if res.get("models"):
         model_targets(res["models"], add)
+    if res.get("bf16"):
+        bf16_targets(res["bf16"], add)
     for s in res.get("thread_scaling", []):
         if s["model"] == "784-1024-1024-10" and s["threads_hi"] >= 2:
             add(f"thread scaling {s['model']} {s['threads_hi']}T/{s['threads_lo']}T",
@@ -112,3 +114,21 @@ def model_targets(rows, add):
                 lower_is_better=True)
         elif r["case"].startswith("MC dropout"):
             add(r["case"], r["ratio"], goal=0.35, lower_is_better=True)
+
+
+def bf16_targets(bf, add):
+    """Issue 19: on the default bf16 path, MLP training under 'mixed_bfloat16' >= 1.6x
+    fastdrop float32 and >= 1.5x PyTorch bf16 autocast; MC dropout T=20 >= 1.5x float32."""
+    default = bf.get("default_path")
+    tr = {r["side"]: r for r in bf.get("train", [])}
+    r = tr.get(default)
+    if r:
+        add(f"train {r['model']} mixed_bfloat16 ({default}) vs float32", r["vs_fp32"],
+            goal=1.6)
+        add(f"train {r['model']} mixed_bfloat16 ({default}) vs PyTorch bf16 autocast",
+            r.get("vs_torch_bf16"), goal=1.5)
+    mc = {r["side"]: r for r in bf.get("mc", [])}
+    r = mc.get(default)
+    if r:
+        add(f"MC dropout T={r['T']} {r['model']} bf16 ({default}) vs float32", r["vs_fp32"],
+            goal=1.5)

@@ -10,4 +10,5 @@
 Shared by several families: ``common`` (a model's fit epoch beside PyTorch's, a layer's
 stage bound outside a model).
 """
-FAMILIES = ("gemm", "dropout", "activations", "losses", "optim", "mlp", "cnn", "rnn")
+FAMILIES = ("gemm", "dropout", "activations", "losses", "optim", "mlp", "cnn", "rnn",
+            "bf16")

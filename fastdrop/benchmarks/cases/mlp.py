@@ -11,15 +11,18 @@ from ..harness import model_name, quantiles, ratio
 
 
 def fastdrop_mlp(sizes, rate, seed=0):
-    """``Sequential`` of Dense(relu) + Dropout(rate) per hidden size, Dense(softmax),
-    compiled with Adam(1e-3) and sparse categorical cross-entropy."""
+    """``Sequential`` of Dense(relu) + Dropout(rate) per hidden size (no Dropout when
+    ``rate`` is 0 or None), Dense(softmax), compiled with Adam(1e-3) and sparse categorical
+    cross-entropy.  The layers take the global dtype policy (``fastdrop.mixed_precision``)
+    in force when this is called."""
     from ...layers import Dense, Dropout
     from ...models import Sequential
     from ...optimizers import Adam
     model = Sequential(seed=seed)
     for i, units in enumerate(sizes[1:-1]):
         model.add(Dense(units, activation="relu", input_dim=sizes[0] if i == 0 else None))
-        model.add(Dropout(rate))
+        if rate:
+            model.add(Dropout(rate))
     model.add(Dense(sizes[-1], activation="softmax"))
     model.compile(optimizer=Adam(learning_rate=1e-3), loss="sparse_categorical_crossentropy")
     return model
