@@ -1,19 +1,24 @@
 """bf16 mixed precision: the bf16 GEMM against the fp32 SGEMM on MLP shapes, and MLP
 784-1024-1024-10 training under 'mixed_bfloat16' against float32 (and against PyTorch's
-torch.autocast("cpu", torch.bfloat16) when torch is installed).
+torch.autocast("cpu", torch.bfloat16) when torch is installed).  The cases come from
+fastdrop.benchmarks.cases.bf16 (the same callables ``python -m fastdrop bench`` times).
 
     pytest bench/bench_bf16.py --benchmark-only --benchmark-group-by=group \
         --benchmark-columns=min,median,max,ops
 
-GEMM groups: one per shape; fp32 (fastdrop._core.gemm) and every bf16 path this CPU runs
-(amx, avx512bf16, portable; fastdrop._core.gemm_bf16), all threads.  extra_info has the
-best and median GFLOP/s.
+GEMM groups: one per shape (fwd, fwd2, dW, dX at batch 128 and 256, and 1024³); fp32
+(fastdrop._core.gemm) and every bf16 path this CPU runs (amx, avx512bf16, portable;
+fastdrop._core.gemm_bf16), all threads.  extra_info has the best and median GFLOP/s.
 
-The training case (test_mlp_train_ab) is one benchmark that alternates A/B over rounds
-inside the same process — fp32, bf16 per path, then torch fp32 and torch bf16 autocast —
-so drift of a shared machine hits every side alike; it reports the median and the range
-of samples/s per side and the ratios of medians in extra_info (and prints them).
-These machines are shared: absolute figures are noisy, only same-run ratios mean much.
+Training groups: one per training side (fastdrop float32, mixed_bfloat16 per bf16 path,
+PyTorch fp32, PyTorch bf16 autocast), each a fit of STEPS batches of 128 a round, Dropout
+0.5 after each hidden layer, Adam; extra_info has samples/s.
+
+The A/B case (test_mlp_train_ab) is one benchmark that alternates every side over rounds
+inside the same process, so drift of a shared machine hits every side alike; it reports
+the median and the range of samples/s per side and the ratios of medians in extra_info
+(and prints them).  These machines are shared: absolute figures are noisy, only same-run
+ratios mean much.
 """
 import time
 
@@ -21,150 +26,94 @@ import numpy as np
 import pytest
 
 import fastdrop
-from fastdrop import _core, mixed_precision
-from fastdrop._bench import _cpu_count
+from fastdrop.benchmarks import peers
+from fastdrop.benchmarks.cases import bf16 as B
+from fastdrop.benchmarks.cases import mlp
+from fastdrop.benchmarks.harness import cpu_count as _cpu_count
 
 ALL_THREADS = _cpu_count()
-SHAPES = []
-for _b in (128, 256):
-    SHAPES += [(f"mlp-{_b}-fwd", _b, 1024, 784, False, False),
-               (f"mlp-{_b}-fwd2", _b, 1024, 1024, False, False),
-               (f"mlp-{_b}-dW", 1024, 1024, _b, True, False),
-               (f"mlp-{_b}-dX", _b, 1024, 1024, False, True)]
-SHAPES += [("sq-1024", 1024, 1024, 1024, False, False)]
-SIDES = ["fp32"] + [f"bf16-{p}" for p in _core.bf16_paths_supported()]
+SHAPES = B.SHAPES
+PATHS = B.paths()
+GEMM_SIDES = ("fp32",) + PATHS
+SIZES = B.MLP_SIZES
+BATCH, STEPS, RATE = 128, 24, 0.5
+TRAIN_SIDES = GEMM_SIDES + ("torch", "torch_bf16")
 
 
-def _operands(m, n, k, ta, tb):
-    rng = np.random.default_rng(m * 31 + n * 7 + k)
-    a = rng.standard_normal((k, m) if ta else (m, k), dtype=np.float32)
-    b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
-    return a, b, np.empty((m, n), np.float32)
+def _label(side):
+    return "fp32" if side == "fp32" else f"bf16-{side}"
 
 
-def _set_side(side):
-    if side.startswith("bf16-"):
-        _core.set_bf16_path(side[5:])
-        if side == "bf16-portable" and "avx512" in _core.isa_supported():
-            _core.set_isa("avx512")
-        return _core.gemm_bf16
-    return _core.gemm
-
-
-@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("side", GEMM_SIDES, ids=[_label(s) for s in GEMM_SIDES])
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"{s[0]}-{s[1]}x{s[2]}x{s[3]}" for s in SHAPES])
 def test_gemm_bf16(benchmark, threads, record, shape, side):
     name, m, n, k, ta, tb = shape
-    a, b, out = _operands(m, n, k, ta, tb)
+    a, b, out = B.operands(m, n, k, ta, tb, np.random.default_rng(m * 31 + n * 7 + k))
     threads(ALL_THREADS)
-    old = _core.bf16_path()
-    fn = _set_side(side)
     benchmark.group = f"gemm-bf16 {name} {m}x{n}x{k} {ALL_THREADS}t"
-    benchmark.extra_info.update(side=side, m=m, n=n, k=k, threads=ALL_THREADS,
-                                cpu=fastdrop.cpu_info().get("bf16"))
-    try:
-        benchmark(fn, a, b, out, ta, tb, 1.0, 0.0)
-    finally:
-        if old in _core.bf16_paths_supported():
-            _core.set_bf16_path(old)
-    record(benchmark, flops=2.0 * m * n * k)
+    with B.path_restored():
+        benchmark(B.gemm_sides(a, b, out, ta, tb, PATHS)[side])
+    record(benchmark, flops=2.0 * m * n * k, side=_label(side), m=m, n=n, k=k,
+           threads=ALL_THREADS, cpu=fastdrop.cpu_info().get("bf16"))
 
 
-# ------------------------------------------------------------------ training A/B
-BATCH, STEPS = 128, 24
+@pytest.fixture(scope="module")
+def data():
+    return mlp.train_data(SIZES, STEPS, BATCH, np.random.default_rng(0))
 
 
-def _fd_model(policy):
-    from fastdrop.layers import Dense
-    from fastdrop.models import Sequential
-    m = Sequential([Dense(1024, activation="relu", input_dim=784, dtype=policy),
-                    Dense(1024, activation="relu", dtype=policy),
-                    Dense(10, activation="softmax", dtype=policy)], seed=0)
-    m.compile("adam", "sparse_categorical_crossentropy")
-    return m
+def _torch_or_skip(side):
+    if not side.startswith("torch"):
+        return None
+    return pytest.importorskip("torch")
 
 
-def _data(n=BATCH * STEPS):
-    rng = np.random.default_rng(0)
-    return rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)
-
-
-def _fd_runner(policy, path):
-    x, y = _data()
-    m = _fd_model(policy)
-
-    def run():
-        if path:
-            _core.set_bf16_path(path)
-        t0 = time.perf_counter()
-        m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, shuffle=False)
-        return len(x) / (time.perf_counter() - t0)
-    run()  # warm up: allocation, first-touch, bf16 copies
-    return run
-
-
-def _torch_runner(bf16):
-    import torch
-    x, y = _data()
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
-    net = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(),
-                              torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
-                              torch.nn.Linear(1024, 10))
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    lossf = torch.nn.CrossEntropyLoss()
-
-    def run():
-        t0 = time.perf_counter()
-        for i in range(0, len(x), BATCH):
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = lossf(net(xt[i:i + BATCH]), yt[i:i + BATCH])
-            loss.backward()
-            opt.step()
-        return len(x) / (time.perf_counter() - t0)
-    run()
-    return run
+@pytest.mark.parametrize("side", TRAIN_SIDES)
+def test_mlp_train(benchmark, threads, record, data, side):
+    """One training side: samples/s of STEPS steps a round (warmed up first)."""
+    torch = _torch_or_skip(side)    # imported first: threads() sets its thread count too
+    x, y = data
+    threads(ALL_THREADS)
+    with B.path_restored():
+        fn, steps = B.train_side(side, SIZES, x, y, BATCH, RATE, torch, warmup=True)
+        benchmark.group = f"mlp-train-bf16 {B.side_label(side)} {ALL_THREADS}t"
+        benchmark.pedantic(fn, rounds=5, iterations=1)
+    record(benchmark, samples=steps * BATCH, side=B.side_label(side), threads=ALL_THREADS,
+           batch=BATCH, steps_per_round=steps, dropout=RATE)
 
 
 def test_mlp_train_ab(benchmark, threads, rounds=7):
-    """MLP 784-1024-1024-10, batch 128, Adam: samples/s per side, sides alternating."""
+    """MLP 784-1024-1024-10, batch 128, Dropout 0.5, Adam: samples/s per side, every side
+    once per round, in turn."""
+    x, y = mlp.train_data(SIZES, STEPS, BATCH, np.random.default_rng(0))
+    torch = peers.torch()           # imported first: threads() sets its thread count too
     threads(ALL_THREADS)
-    old = _core.bf16_path()
-    sides = {"fastdrop fp32": _fd_runner("float32", None)}
-    for p in _core.bf16_paths_supported():
-        sides[f"fastdrop bf16 {p}"] = _fd_runner("mixed_bfloat16", p)
-    try:
-        import torch
-        torch.set_num_threads(ALL_THREADS)
-        sides["torch fp32"] = _torch_runner(False)
-        sides["torch bf16 autocast"] = _torch_runner(True)
-    except ImportError:
-        pass
-    rates = {k: [] for k in sides}
+    with B.path_restored():
+        sides = {k: c for k, c in B.train_sides(SIZES, x, y, BATCH, RATE, torch,
+                                                warmup=True).items() if c is not None}
+        rates = {k: [] for k in sides}
 
-    def one_round():
-        for k, run in sides.items():
-            time.sleep(0.2)  # the other side's idle threads (OpenMP, the pool) park first
-            rates[k].append(run())
-    try:
+        def one_round():
+            for k, (fn, steps) in sides.items():
+                time.sleep(0.2)  # the other side's idle threads (OpenMP, the pool) park first
+                t0 = time.perf_counter()
+                fn()
+                rates[k].append(steps * BATCH / (time.perf_counter() - t0))
+
         benchmark.pedantic(one_round, rounds=rounds, iterations=1)
-    finally:
-        if old in _core.bf16_paths_supported():
-            _core.set_bf16_path(old)
     benchmark.group = f"mlp-train-ab {ALL_THREADS}t"
-    base = float(np.median(rates["fastdrop fp32"]))
+    med = {k: float(np.median(r)) for k, r in rates.items()}
+    base, tb = med["fp32"], med.get("torch_bf16")
     lines = []
     for k, r in rates.items():
-        med = float(np.median(r))
-        benchmark.extra_info[k] = {"median samples/s": round(med, 1),
-                                   "range": [round(min(r), 1), round(max(r), 1)],
-                                   "vs fastdrop fp32": round(med / base, 3)}
-        lines.append(f"{k:28s} median {med:9.1f} samples/s  range {min(r):9.1f}-{max(r):9.1f}"
-                     f"  x{med / base:5.2f} of fastdrop fp32")
-    if "torch bf16 autocast" in rates:
-        tb = float(np.median(rates["torch bf16 autocast"]))
-        for k in rates:
-            if k.startswith("fastdrop bf16"):
-                benchmark.extra_info[k]["vs torch bf16"] = round(
-                    float(np.median(rates[k])) / tb, 3)
+        label = B.side_label(k)
+        info = {"median samples/s": round(med[k], 1),
+                "range": [round(min(r), 1), round(max(r), 1)],
+                "vs fastdrop fp32": round(med[k] / base, 3)}
+        if tb:
+            info["vs torch bf16"] = round(med[k] / tb, 3)
+        benchmark.extra_info[label] = info
+        lines.append(f"{label:40s} median {med[k]:9.1f} samples/s  range {min(r):9.1f}-"
+                     f"{max(r):9.1f}  x{med[k] / base:5.2f} of fastdrop fp32"
+                     + (f"  x{med[k] / tb:5.2f} of torch bf16" if tb else ""))
     print("\n" + "\n".join(lines))

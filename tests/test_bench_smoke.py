@@ -64,6 +64,7 @@ def test_bench_main_tiny(tmp_path, capsys):
     _check(data)
     assert "GEMM" in out.out and "× numpy" in out.out and "Targets" in out.out
     assert "samples/s" in out.out and "memcpy" in out.out
+    assert "bf16 mixed precision" in out.out and data["results"]["bf16"]["train"]
     try:
         import matplotlib  # noqa: F401
     except ImportError:

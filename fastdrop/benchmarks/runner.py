@@ -19,6 +19,9 @@ matters on a shared, noisy machine (absolute figures drift).
 * "Beside NumPy": a GEMM and a one-sample predict alone and right after a NumPy matmul
   (median and p99); "steady state": samples/s per epoch of a model trained for several
   epochs on Fashion-MNIST (the full set if found locally, else the embedded subset).
+* bf16 mixed precision (``cases/bf16.py``): ``_core.gemm_bf16`` on every bf16 path this CPU
+  runs beside the fp32 SGEMM, the MLP trained under ``'mixed_bfloat16'`` beside
+  ``'float32'`` and PyTorch fp32 / ``torch.autocast`` bf16, MC dropout bf16 beside fp32.
 * One progress line per case goes to stderr while it measures (FASTDROP_BENCH_QUIET=1
   silences them); PNG plots are written only when --plots is given.  Targets are ratios.
 

@@ -184,24 +184,32 @@ def fastdrop_trainer(policy_name, sizes, x, y, batch, rate, path=None, seed=0, w
     return run, steps, model
 
 
+def train_side(side, sizes, x, y, batch, rate, torch=None, warmup=False):
+    """(callable, steps per call) of one side of ``train_sides``: "fp32", a bf16 path name,
+    "torch" or "torch_bf16" (these two need ``torch``)."""
+    if side == "fp32":
+        return fastdrop_trainer("float32", sizes, x, y, batch, rate, warmup=warmup)[:2]
+    if side in ("torch", "torch_bf16"):
+        if torch is None:
+            raise ValueError(f"side {side!r} needs torch")
+        return peers.torch_mlp_trainer(torch, sizes, x, y, batch, rate, warmup=warmup,
+                                       autocast=side == "torch_bf16")[:2]
+    return fastdrop_trainer("mixed_bfloat16", sizes, x, y, batch, rate, path=side,
+                            warmup=warmup)[:2]
+
+
 def train_sides(sizes, x, y, batch, rate, torch=None, paths_=None, warmup=False):
     """{side: (callable, steps per call)}: "fp32" (policy 'float32'), one per bf16 path
     (policy 'mixed_bfloat16' on that path), and with ``torch`` "torch" (fp32) and
     "torch_bf16" (``torch.autocast("cpu", dtype=torch.bfloat16)``), all on the same batches
-    of (x, y), the same model (Dense-ReLU [+ Dropout(rate)] per hidden layer, Adam)."""
+    of (x, y), the same model (Dense-ReLU [+ Dropout(rate)] per hidden layer, Adam); the
+    torch sides are None without ``torch``."""
     ps = paths() if paths_ is None else tuple(paths_)
-    fd, steps, _ = fastdrop_trainer("float32", sizes, x, y, batch, rate, warmup=warmup)
-    cases = {"fp32": (fd, steps)}
-    for p in ps:
-        fn, s, _ = fastdrop_trainer("mixed_bfloat16", sizes, x, y, batch, rate, path=p,
-                                    warmup=warmup)
-        cases[p] = (fn, s)
-    if torch is not None:
-        for key, ac in (("torch", False), ("torch_bf16", True)):
-            fn, s, _ = peers.torch_mlp_trainer(torch, sizes, x, y, batch, rate, warmup=warmup,
-                                               autocast=ac)
-            cases[key] = (fn, s)
-    return cases
+    sides = {k: train_side(k, sizes, x, y, batch, rate, torch, warmup) for k in ("fp32",) + ps}
+    for k in ("torch", "torch_bf16"):
+        sides[k] = None if torch is None else train_side(k, sizes, x, y, batch, rate, torch,
+                                                         warmup)
+    return sides
 
 
 #: how the report and the JSON name each side
@@ -219,12 +227,14 @@ def bench_train(ctx):
     cfg = ctx.cfg.get("bf16_train")
     if not cfg:
         return []
+    torch = ctx.torch()             # imported first: ctx.threads sets its thread count too
     ctx.threads(ctx.n)
     sizes = tuple(cfg.get("sizes", MLP_SIZES))
     batch, rate = cfg.get("batch", ctx.cfg["batch"]), cfg.get("rate", ctx.cfg["rate"])
     x, y = mlp.train_data(sizes, cfg["steps"], batch, ctx.rng)
     with path_restored() as default:
-        cases = train_sides(sizes, x, y, batch, rate, ctx.torch(), warmup=True)
+        cases = {k: c for k, c in train_sides(sizes, x, y, batch, rate, torch,
+                                              warmup=True).items() if c is not None}
         r = ctx.measure({k: fn for k, (fn, _) in cases.items()}, scale=2.0)
     sps = {k: cases[k][1] * batch / v["best"] for k, v in r.items()}
     rows = []
