@@ -124,6 +124,26 @@ def test_mc_dropout_does_not_depend_on_batching(layers):
     assert s1.max() > 0
 
 
+def test_mc_default_chunks_of_a_conv_model_equal_small_batches(monkeypatch):
+    """predict(mc_samples=T) without batch_size sizes its chunks itself (by bytes, at least
+    predict's 1024 rows): a conv model with BN and SpatialDropout2D gives the same bits as
+    explicit small batches and as chunks of one sample."""
+    from fastdrop.layers import BatchNormalization, Conv2D, MaxPooling2D, SpatialDropout2D
+    from fastdrop.models import mc
+    x = np.random.default_rng(4).random((70, 10, 10, 1), dtype=np.float32)
+    model = Sequential([Input((10, 10, 1)), Conv2D(8, 3), BatchNormalization(),
+                        Activation("relu"), SpatialDropout2D(0.3), MaxPooling2D(2),
+                        Flatten(), Dropout(0.5), Dense(3, activation="softmax")], seed=1)
+    m1, s1 = model.predict(x, mc_samples=12, seed=7)
+    m2, s2 = model.predict(x, mc_samples=12, seed=7, batch_size=9)
+    monkeypatch.setattr(mc, "_MC_CHUNK_ROWS", 1)
+    monkeypatch.setattr(mc, "_MC_CHUNK_BYTES", 1)
+    m3, s3 = model.predict(x, mc_samples=12, seed=7)
+    for a, b in ((m1, m2), (s1, s2), (m1, m3), (s1, s3)):
+        np.testing.assert_array_equal(a, b)
+    assert s1.max() > 0
+
+
 def test_mc_result_of_a_sample_is_keyed_by_its_index_in_the_call():
     x, _ = blobs(n=50, d=20)
     model = mlp(rate=0.5)

@@ -15,7 +15,8 @@ def _entropy(p, axis=-1):
     return -(p * np.log(np.maximum(p, 1e-300))).sum(axis=axis)
 
 
-_MC_CHUNK_BYTES = 48 << 20   # activation bytes of one batched chunk (T x m rows)
+_MC_CHUNK_BYTES = 48 << 20   # activation bytes of one batched chunk (T x m rows) ...
+_MC_CHUNK_ROWS = 1024        # ... unless that gives fewer rows than plain predict's batch
 
 
 def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0):
@@ -52,7 +53,10 @@ def _mc_moments(model, x, mc_samples, seed, batch_size, offset=0):
     # the prefix runs on m rows, the rest on T*m rows: chunks sized by activation bytes
     rb = model._arena.row_bytes(stages)
     per_sample = sum(rb[:k]) + T * sum(rb[k:])
-    m_chunk = batch_size or max(1, _MC_CHUNK_BYTES // per_sample)
+    # at least as many rows per chunk as predict's default batch: a conv stage declares
+    # ~0.7 MB of buffers per row, and 48 MB alone gave chunks of 2 samples (60 rows) whose
+    # per-call costs (thread wake-ups, packing) made MC 3-6x slower than T predicts
+    m_chunk = batch_size or max(1, _MC_CHUNK_BYTES // per_sample, -(-_MC_CHUNK_ROWS // T))
     m_chunk = max(1, min(n, m_chunk))
     model._arena.allocate(stages, T * m_chunk,
                           capacities=[m_chunk] * k + [T * m_chunk] * (len(stages) - k))
