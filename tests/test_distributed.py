@@ -286,7 +286,7 @@ def test_a_failing_rank_ends_the_job(tmp_path, mode):
     assert p.returncode != 0, p.stdout + p.stderr
     assert "finished" not in p.stdout
     if mode != "kill":
-        assert "aborting the MPI job" in p.stderr
+        assert "aborting the MPI job" in p.stderr, (p.returncode, p.stdout, p.stderr)
     from fastdrop.models import load_model
     m = load_model(str(tmp_path / "ckpt.fdm"))
     assert m._step == 4                      # the checkpoint of epoch 1 (4 steps)

@@ -71,6 +71,9 @@ def abort(comm, message, code=1):
     sys.stderr.write(f"fastdrop.distributed: rank {comm.Get_rank()} of {comm.Get_size()}: "
                      f"{message}; aborting the MPI job\n")
     sys.stderr.flush()
+    # MPI_Abort has mpiexec kill every rank at once; give its I/O forwarding a moment to
+    # pass the message on first (once in CI the job ended with an empty stderr)
+    time.sleep(0.5)
     comm.Abort(code)
 
 
