@@ -112,6 +112,11 @@ static inline __mmask16 lanes16(int64_t n)
 /* 32 consecutive elements of X (n of them valid, the rest zero) as bf16: 16 pair words */
 static inline __m512i load32(const fd_opnd *X, int64_t off, int64_t n)
 {
+    if (n >= 32) { /* the common case: no masks */
+        if (X->is16) return _mm512_loadu_si512((const void *)((const uint16_t *)X->p + off));
+        const float *s = (const float *)X->p + off;
+        return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 16), _mm512_loadu_ps(s));
+    }
     if (n <= 0) return _mm512_setzero_si512();
     if (X->is16) {
         const __mmask32 mk = n >= 32 ? 0xFFFFFFFFu : (__mmask32)((1u << n) - 1u);
@@ -127,6 +132,7 @@ static inline __m512i load32(const fd_opnd *X, int64_t off, int64_t n)
 static inline __m256i load16(const fd_opnd *X, int64_t off, int64_t n)
 {
     if (n <= 0) return _mm256_setzero_si256();
+    if (X->is16 && n >= 16) return _mm256_loadu_si256((const __m256i *)((const uint16_t *)X->p + off));
     if (X->is16) return _mm256_maskz_loadu_epi16(lanes16(n), (const uint16_t *)X->p + off);
     return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(lanes16(n), (const float *)X->p + off));
 }
@@ -180,8 +186,11 @@ static int pack_pairs_avx512bf16(const fd_opnd *X, int64_t i0, int64_t p0, int64
                                          : _mm512_setzero_si512();
                     transpose16(r);
                     const int qn = (int)min64(16, k2 - q0);
-                    for (int u = 0; u < qn; u++)
-                        _mm512_mask_storeu_epi32(D + (q0 + u) * W + g, sm, r[u]);
+                    if (rows == 16)
+                        for (int u = 0; u < qn; u++) _mm512_storeu_si512((void *)(D + (q0 + u) * W + g), r[u]);
+                    else
+                        for (int u = 0; u < qn; u++)
+                            _mm512_mask_storeu_epi32(D + (q0 + u) * W + g, sm, r[u]);
                 }
             }
         }
@@ -193,32 +202,40 @@ static int pack_pairs_avx512bf16(const fd_opnd *X, int64_t i0, int64_t p0, int64
         const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
                                              25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
                                              18, 2, 17, 1, 16, 0);
-        for (int64_t q = 0; q < k2; q++) {
-            const int64_t pa = 2 * q, pb = 2 * q + 1;
-            const int has_a = pa < kc, has_b = pb < kc;
+        /* QB k pairs (2·QB source rows) at a time, panel by panel: each panel gets QB·W
+         * consecutive words per visit (one word row at a time would store to every
+         * panel in turn, kcp·64 bytes apart: one L1 set for all of them) */
+        enum { QB = 8 };
+        for (int64_t q0 = 0; q0 < k2; q0 += QB) {
+            const int64_t q1 = min64(k2, q0 + QB);
             for (int64_t pn = 0; pn < panels; pn++) {
-                uint32_t *D = dst + pn * pw + q * W;
-                for (int g = 0; g < W; g += 16) {
-                    const int lanes = W - g < 16 ? W - g : 16;
-                    const int64_t ib = pn * W + g;
-                    const int64_t n = min64(extent - ib, lanes);
-                    __m512i v;
-                    if (!X->is16 && has_a) {
-                        const __mmask16 mk = lanes16(n);
-                        const float *s = (const float *)X->p + (p0 + pa) * X->cs + i0 + ib;
-                        const __m512 lo = _mm512_maskz_loadu_ps(mk, s);
-                        const __m512 hi = has_b ? _mm512_maskz_loadu_ps(mk, s + X->cs)
-                                                : _mm512_setzero_ps();
-                        v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
-                    } else {
-                        const __m256i lo = has_a ? load16(X, (p0 + pa) * X->cs + i0 + ib, n)
-                                                 : _mm256_setzero_si256();
-                        const __m256i hi = has_b ? load16(X, (p0 + pb) * X->cs + i0 + ib, n)
-                                                 : _mm256_setzero_si256();
-                        v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                for (int64_t q = q0; q < q1; q++) {
+                    const int64_t pa = 2 * q, pb = 2 * q + 1;
+                    const int has_a = pa < kc, has_b = pb < kc;
+                    uint32_t *D = dst + pn * pw + q * W;
+                    for (int g = 0; g < W; g += 16) {
+                        const int lanes = W - g < 16 ? W - g : 16;
+                        const int64_t ib = pn * W + g;
+                        const int64_t n = min64(extent - ib, lanes);
+                        __m512i v;
+                        if (!X->is16 && has_a) {
+                            const __mmask16 mk = lanes16(n);
+                            const float *s = (const float *)X->p + (p0 + pa) * X->cs + i0 + ib;
+                            const __m512 lo = _mm512_maskz_loadu_ps(mk, s);
+                            const __m512 hi = has_b ? _mm512_maskz_loadu_ps(mk, s + X->cs)
+                                                    : _mm512_setzero_ps();
+                            v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+                        } else {
+                            const __m256i lo = has_a ? load16(X, (p0 + pa) * X->cs + i0 + ib, n)
+                                                     : _mm256_setzero_si256();
+                            const __m256i hi = has_b ? load16(X, (p0 + pb) * X->cs + i0 + ib, n)
+                                                     : _mm256_setzero_si256();
+                            v = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+                        }
+                        v = _mm512_permutexvar_epi16(idx, v);
+                        if (lanes == 16) _mm512_storeu_si512((void *)(D + g), v);
+                        else _mm512_mask_storeu_epi32(D + g, lanes16(lanes), v);
                     }
-                    v = _mm512_permutexvar_epi16(idx, v);
-                    _mm512_mask_storeu_epi32(D + g, lanes16(lanes), v);
                 }
             }
         }
