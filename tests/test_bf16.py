@@ -216,3 +216,68 @@ def test_mc_dropout_predict_under_the_policy(isa, path):
     qm, qs = f32.predict(x[:64], mc_samples=20, seed=7)
     assert pm.dtype == ps.dtype == np.float32 and pm.shape == qm.shape
     assert np.abs(pm - qm).max() < 0.05 and np.abs(ps - qs).max() < 0.05
+
+
+# ------------------------------------------------- kernel edges (tails, packing layouts)
+# M tails of every height (1..14 rows of the 14-row AVX512-BF16 block, 1..32 of AMX's),
+# N tails of both kernel widths (16 and 32 columns), odd K and K across the kc blocks
+# (> 512), each operand layout the packing takes (A contiguous along k or along m, B
+# along n or along k), bf16-bit operands, alpha/beta and the epilogue.
+EDGE_SHAPES = [(m, n, k, ta, tb)
+               for (m, n, k) in [(1, 1, 1), (2, 17, 3), (13, 16, 5), (15, 31, 33), (27, 32, 63),
+                                 (29, 33, 64), (16, 47, 1025), (30, 10, 515), (3, 64, 2),
+                                 (129, 49, 130)]
+               for ta in (0, 1) for tb in (0, 1)]
+
+
+@pytest.mark.parametrize("isa,path", [p for p in PATHS if p[1] != "portable"] or
+                         [pytest.param(None, None, marks=pytest.mark.skip("no bf16 kernel"))])
+@pytest.mark.parametrize("m,n,k,ta,tb", EDGE_SHAPES)
+def test_gemm_bf16_kernel_edges(isa, path, m, n, k, ta, tb):
+    _use(isa, path)
+    rng = np.random.default_rng(m * 131 + n * 17 + k * 3 + ta * 2 + tb)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    mask = rng.integers(0, 256, (m * n + 7) // 8).astype(np.uint8)
+    a16, b16 = ref.bf16_bits(a), ref.bf16_bits(b)
+    for alpha, beta in [(1.0, 0.0), (-0.75, 0.5)]:
+        outs = []
+        for t in (1, 2):
+            fastdrop.set_num_threads(t)
+            for aa, bb in ((a, b), (a16, b), (a, b16)):
+                c = c0.copy()
+                _core.gemm_bf16(aa, bb, c, bool(ta), bool(tb), alpha, beta)
+                outs.append(c)
+        fastdrop.set_num_threads(None)
+        for c in outs[1:]:   # any thread count, fp32 or bf16-bit operands: the same bits
+            np.testing.assert_array_equal(c, outs[0])
+        val, bound = ref.gemm_bf16(a, b, bool(ta), bool(tb), alpha, beta, c0)
+        assert (np.abs(outs[0] - val) <= bound).all()
+    c = np.full((m, n), np.nan, np.float32)
+    _core.gemm_bf16(a, b, c, bool(ta), bool(tb), 1.0, 0.0, bias, True, mask, 2.0)
+    val, bound = ref.gemm_bf16(a, b, bool(ta), bool(tb))
+    want = R.gemm_epilogue(val.astype(np.float32), bias=bias, relu=True, mask=mask,
+                           mask_scale=2.0)
+    assert (np.abs(c - want) <= 2.0 * bound + 4 * ref.U32 * np.abs(want) + 1e-37).all()
+
+
+@pytest.mark.parametrize("isa,path", [p for p in PATHS if p[1] != "portable"] or
+                         [pytest.param(None, None, marks=pytest.mark.skip("no bf16 kernel"))])
+def test_gemm_bf16_tail_tiles_give_the_full_tiles_bits(isa, path):
+    """A row or column computed by an edge-tile kernel (fewer rows or columns) has the bits
+    the full tile gives it: every kernel variant sums in the same order."""
+    _use(isa, path)
+    rng = np.random.default_rng(11)
+    k = 300
+    a = rng.standard_normal((64, k)).astype(np.float32)
+    b = rng.standard_normal((k, 96)).astype(np.float32)
+    full = np.zeros((64, 96), np.float32)
+    _core.gemm_bf16(a, b, full, False, False, 1.0, 0.0)
+    for m, n in [(1, 96), (2, 96), (15, 96), (16, 96), (33, 96), (64, 1), (64, 10), (64, 17),
+                 (64, 33), (3, 5)]:
+        c = np.zeros((m, n), np.float32)
+        _core.gemm_bf16(np.ascontiguousarray(a[:m]), np.ascontiguousarray(b[:, :n]), c,
+                        False, False, 1.0, 0.0)
+        np.testing.assert_array_equal(c, full[:m, :n], err_msg=f"{m}x{n}")

@@ -214,12 +214,6 @@ void fd_bf16_to_f32(int64_t n, const uint16_t *src, float *dst)
 }
 
 /* ---------------------------------------------------------------- operands */
-typedef struct {
-    const void *p;
-    int is16;          /* elements are bf16 bits (uint16), else fp32 */
-    int64_t rs, cs;    /* element (i, j) at p[i*rs + j*cs] */
-} fd_opnd;
-
 /* n consecutive elements (stride 1) from element offset off, as bf16: in place for bf16
  * operands, else converted into dst. */
 static inline const uint16_t *fetch16(const fd_opnd *X, int64_t off, int64_t n, uint16_t *dst,
@@ -280,6 +274,15 @@ static void pack_pairs(const fd_opnd *X, int64_t i0, int64_t p0, int64_t extent,
             for (int64_t i = w; i < W; i++) d[i] = 0;
         }
     }
+}
+
+/* The kernel's vector packing when it has one for this operand, else the generic one. */
+static void pack_pairs_k(const fd_bf16_kernel *K, const fd_opnd *X, int64_t i0, int64_t p0,
+                         int64_t extent, int64_t kc, int64_t kcp, int W, uint32_t *dst,
+                         uint16_t *tmp)
+{
+    if (K->pack_pairs && K->pack_pairs(X, i0, p0, extent, kc, kcp, W, dst) == 0) return;
+    pack_pairs(X, i0, p0, extent, kc, kcp, W, dst, tmp, K->cvt);
 }
 
 /* Rows layout: panel q at dst + q*W*kcp, dst[i*kcp + p] = bf16(X(i0+i, p0+p)). */
@@ -413,11 +416,11 @@ static int run_block(const fd_bf16_job *J, int64_t i0, int64_t i1, int64_t j0, i
             const int64_t kc = min64(KC, J->k - pc);
             const int64_t kcp = (kc + K->k_align - 1) / K->k_align * K->k_align;
             const int first = pc == 0, last = pc + KC >= J->k;
-            pack_pairs(&bt, jc, pc, nc, kc, kcp, NR, bbuf, tmp, K->cvt);
+            pack_pairs_k(K, &bt, jc, pc, nc, kc, kcp, NR, bbuf, tmp);
             for (int64_t ic = i0; ic < i1; ic += MC) {
                 const int64_t mc = min64(MC, i1 - ic);
                 if (K->a_rows) pack_rows(&J->a, ic, pc, mc, kc, kcp, MR, abuf, tmp, K->cvt);
-                else pack_pairs(&J->a, ic, pc, mc, kc, kcp, MR, abuf, tmp, K->cvt);
+                else pack_pairs_k(K, &J->a, ic, pc, mc, kc, kcp, MR, abuf, tmp);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     const int64_t nr = min64(NR, nc - jr);
                     const char *bp = (const char *)bbuf + (jr / NR) * kcp * NR * 2;

@@ -35,6 +35,20 @@ static inline float fd_f32_from_bf16(uint16_t h)
 /* n values src -> dst (bf16 bits) */
 typedef void (*fd_bf16_cvt_fn)(int64_t n, const float *src, uint16_t *dst);
 
+/* An operand of the bf16 GEMM: element (i, j) at p[i*rs + j*cs], fp32 or bf16 bits. */
+typedef struct {
+    const void *p;
+    int is16;          /* elements are bf16 bits (uint16), else fp32 */
+    int64_t rs, cs;
+} fd_opnd;
+
+/* Pairs-layout packing of the block X(i0 + i, p0 + p), i < extent, p < kc, into kcp (even)
+ * columns and W-wide panels (panel q at dst + q*(kcp/2)*W words), zero padded; the
+ * per-ISA vector version of bf16.c's pack_pairs, bit for bit.  0 done, 1 not handled
+ * (strided operand): bf16.c's generic packing runs. */
+typedef int (*fd_bf16_pack_fn)(const fd_opnd *X, int64_t i0, int64_t p0, int64_t extent,
+                               int64_t kc, int64_t kcp, int W, uint32_t *dst);
+
 /* C(mr×nr) := alpha·acc + beta·C (beta == 0: C not read), acc = Ap·Bp over kcp (a
  * multiple of the kernel's k_align) in fp32.  Ap, Bp in the kernel's packed layouts. */
 typedef void (*fd_bf16_ukr_fn)(int64_t kcp, float alpha, const void *ap, const void *bp,
@@ -49,6 +63,7 @@ typedef struct {
     fd_bf16_cvt_fn cvt;
     int (*thread_enter)(void); /* per thread before its first tile (AMX tile config); 0 ok */
     void (*thread_exit)(void);
+    fd_bf16_pack_fn pack_pairs; /* NULL: bf16.c's generic packing */
 } fd_bf16_kernel;
 
 void fd_bf16_cvt_ref(int64_t n, const float *src, uint16_t *dst);
