@@ -15,7 +15,10 @@
  *   cs    [T][m][u]      LSTM c_t
  *   rh    [T][m][u]      GRU: reset_after: h_{t-1}·U_h + b_rh (-> d rh in backward);
  *                        reset_before: A3 = r ⊙ h̃_{t-1} (the input of the U_h GEMM)
- *   hd    [Gr][T][m][u]  h_{t-1} ⊙ recurrent mask g (scaled), recurrent dropout only
+ *   hd    [Gr][T][m][u]  GRU: h_{t-1} ⊙ recurrent mask g (scaled), recurrent dropout only
+ *   xh    [Gw][T][m][KB] LSTM / SimpleRNN: the step's product rows [x̃_t | 1 | h̃_{t-1}]
+ *                        (KB = F + 1 + u; one set, or one per gate with masks per gate)
+ *   dwb   [KB][G*u]      LSTM / SimpleRNN: [dW; db; dU] from one GEMM per set of rows
  *   dm    [Gr][m][u]     the recurrent masks as floats (0 or 1/(1-rate))
  *   beff  [G*u]          the bias row of the packed weights (GRU reset_after: b_in +
  *                        [b_rz, b_rr, 0])
@@ -38,6 +41,8 @@
 
 typedef struct {
     float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
+    float *xh;      /* LSTM / SimpleRNN: [Gw][T][m][KB] rows [x̃_t | 1 | h̃_{t-1}]          */
+    float *dwb;     /* LSTM / SimpleRNN: (KB × G·u) = [dW; db; dU] of the fused GEMM      */
     float *bpack;   /* [G] packed U_g (forward) or U_gᵀ (backward) micro-kernel panels  */
     float *apack;   /* [chunk] packed A panels of the step's recurrent product          */
     int64_t bstride, astride;
@@ -53,6 +58,15 @@ static inline int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * 
 static inline int64_t pad_mr(int64_t x) { return round_up(x, FD_RNN_MR_BOUND) + FD_RNN_MR_BOUND; }
 
 static int gates_of(int cell) { return cell == FD_RNN_LSTM ? 4 : cell == FD_RNN_GRU ? 3 : 1; }
+
+/* LSTM / SimpleRNN keep each step's product rows A_g = [x̃_t | 1 | h̃_{t-1}] (xh) so that
+ * backward gets [dW; db; dU] from one GEMM per A: A_gᵀ · dz_g over all T·m rows.  One A
+ * for all gates without masks per gate, else one per gate (Gw = G). */
+static int64_t xh_parts(const fd_rnn_desc *d)
+{
+    if (d->cell == FD_RNN_GRU) return 0;
+    return (d->n_in_masks > 1 || d->n_rec_masks > 0) ? gates_of(d->cell) : 1;
+}
 
 static void chunking(int64_t m, int64_t *nchunks, int64_t *rows)
 {
@@ -77,7 +91,9 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(hs, T * m * u);
     TAKE(cs, d->cell == FD_RNN_LSTM ? T * m * u : 0);
     TAKE(rh, d->cell == FD_RNN_GRU ? T * m * u : 0);
-    TAKE(hd, Gr * T * m * u);
+    TAKE(hd, d->cell == FD_RNN_GRU ? Gr * T * m * u : 0);
+    TAKE(xh, xh_parts(d) * T * m * (1 + F + u));
+    TAKE(dwb, d->cell == FD_RNN_GRU ? 0 : (1 + F + u) * G * u);
     TAKE(dm, Gr * m * u);
     TAKE(beff, G * u);
     TAKE(dh, m * u);
@@ -209,6 +225,26 @@ static void mgemm(const fd_gemm_params *P, int64_t m, int64_t n, int64_t k, cons
 
 static inline int64_t kb_of(const fd_rnn_desc *d) { return 1 + d->F + d->u; }
 
+/* out rows (ld) = [x | 1 | h̃], h̃ = hp ⊙ dm (dm NULL: hp; hp NULL: zeros), nr rows */
+static void build_rows(int64_t nr, int64_t F, int64_t u, const float *x, const float *hp,
+                       const float *dm, float *out, int64_t ld)
+{
+    for (int64_t r = 0; r < nr; r++) {
+        float *FD_RESTRICT o = out + r * ld;
+        memcpy(o, x + r * F, (size_t)F * sizeof(float));
+        o[F] = 1.0f;
+        float *FD_RESTRICT oh = o + F + 1;
+        if (!hp) {
+            memset(oh, 0, (size_t)u * sizeof(float));
+        } else if (dm) {
+            const float *FD_RESTRICT h = hp + r * u, *FD_RESTRICT mk = dm + r * u;
+            for (int64_t j = 0; j < u; j++) oh[j] = h[j] * mk[j];
+        } else {
+            memcpy(oh, hp + r * u, (size_t)u * sizeof(float));
+        }
+    }
+}
+
 /* backward: C(rows × u) (+)= A(rows × u, lda) · U_gᵀ (slot g) */
 static void rec_product(const rnn_ws *L, int64_t chunk, int64_t rows, int64_t u,
                         const float *A, int64_t lda, int64_t g, float beta, float *C,
@@ -286,7 +322,21 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
         float *ap = L->apack + chunk * L->astride;
         const fd_gemm_params *P = &fd_kt->gemm;
         const int Gi = d->n_in_masks > 1 ? d->n_in_masks : 1;
-        for (int64_t g = 0; g < G; g++) {
+        if (cell != FD_RNN_GRU) {
+            /* rows [x̃_t | 1 | h̃_{t-1}] kept in xh (backward's fused weight GEMM), packed
+             * from there: the same values and K order as packing each part */
+            const int64_t Gw = xh_parts(d);
+            for (int64_t g = 0; g < G; g++) {
+                if (g == 0 || Gw > 1) {
+                    float *xr = L->xh + ((g * T + s) * m + b0) * KB;
+                    build_rows(nr, F, u, L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F,
+                               hp, Gr ? L->dm + (g * m + b0) * u : NULL, xr, KB);
+                    pack_a(nr, 0, kfull, KB, xr, KB, NULL, NULL, P->mr, ap);
+                }
+                mgemm(P, nr, u, kfull, ap, KB, L->bpack + g * L->bstride, KB, 0.0f,
+                      Gt + g * u, Gu);
+            }
+        } else for (int64_t g = 0; g < G; g++) {
             if (g == 0 || Gi > 1) {
                 const float *xg = L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F;
                 pack_a(nr, 0, F, KB, xg, F, NULL, NULL, P->mr, ap);
@@ -552,19 +602,32 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
     fd_parallel(nt, nc, backward_chunk, &J);
     /* dW, dU as GEMMs over all T·m rows (dz_t kept in gates; threads split the output,
      * never the T·m sum: the same bits for any thread count); db = column sums in row
-     * order.  Before dx (which overwrites xt). */
-    if (Gi == 1)
+     * order.  Before dx (which overwrites xt).
+     * LSTM / SimpleRNN: [dW; db; dU] = A_gᵀ · dz_g in one GEMM per A (xh rows [x̃ | 1 |
+     * h̃_{t-1}], h̃_{-1} = 0): dz is read once, the bias row is the K = T·m sum of dz. */
+    if (cell != FD_RNN_GRU) {
+        const int64_t KB = kb_of(d), Gw = xh_parts(d);
+        if (Gw == 1)
+            gemm(1, 0, KB, Gu, Tm, L.xh, KB, L.gates, Gu, 0.0f, L.dwb, Gu);
+        else
+            for (int64_t g = 0; g < G; g++)
+                gemm(1, 0, KB, u, Tm, L.xh + g * Tm * KB, KB, L.gates + g * u, Gu, 0.0f,
+                     L.dwb + g * u, Gu);
+        memcpy(dW, L.dwb, (size_t)(F * Gu) * sizeof(float));
+        if (db) memcpy(db, L.dwb + F * Gu, (size_t)Gu * sizeof(float));
+        memcpy(dU, L.dwb + (F + 1) * Gu, (size_t)(u * Gu) * sizeof(float));
+    } else if (Gi == 1)
         gemm(1, 0, F, Gu, Tm, L.xt, F, L.gates, Gu, 0.0f, dW, Gu);
     else
         for (int64_t g = 0; g < G; g++)
             gemm(1, 0, F, u, Tm, L.xt + g * Tm * F, F, L.gates + g * u, Gu, 0.0f, dW + g * u,
                  Gu);
     const int64_t Gr = d->n_rec_masks;
-    if (T < 2) {
+    if (cell != FD_RNN_GRU) {
+        /* done above */
+    } else if (T < 2) {
         memset(dU, 0, (size_t)(u * Gu) * sizeof(float));
-    } else if (!Gr && cell != FD_RNN_GRU) {   /* dU = [h_0..h_{T-2}]ᵀ · [dz_1..dz_{T-1}] */
-        gemm(1, 0, u, Gu, (T - 1) * m, L.hs, u, L.gates + m * Gu, Gu, 0.0f, dU, Gu);
-    } else {
+    } else {   /* GRU */
         for (int64_t g = 0; g < G; g++) {
             const float *H = Gr ? L.hd + (g * T + 1) * m * u : L.hs;
             const float *B = L.gates + m * Gu + g * u;
@@ -576,7 +639,7 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
             gemm(1, 0, u, u, (T - 1) * m, H, u, B, ldb, 0.0f, dU + g * u, Gu);
         }
     }
-    if (db) {
+    if (db && cell == FD_RNN_GRU) {
         for (int64_t j = 0; j < Gu; j++) db[j] = 0.0f;
         for (int64_t i = 0; i < Tm; i++) {
             const float *FD_RESTRICT z = L.gates + i * Gu;
