@@ -38,11 +38,15 @@
 #include <string.h>
 
 #define FD_RNN_RB 64   /* target rows per chunk */
+#define FD_RNN_WG_KC 384   /* K block of the weight-gradient product (fixed: the bits
+                            * depend on nothing else) */
 
 typedef struct {
     float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
     float *xh;      /* LSTM / SimpleRNN: [Gw][T][m][KB] rows [x̃_t | 1 | h̃_{t-1}]          */
     float *dwb;     /* LSTM / SimpleRNN: (KB × G·u) = [dW; db; dU] of the fused GEMM      */
+    float *rowb;    /* [chunk] one row [x̃ | 1 | h̃ | 0 pad] being built                    */
+    float *bstrip;  /* [strip] a packed KC × NR block of dz (weight-gradient product)    */
     float *bpack;   /* [G] packed U_g (forward) or U_gᵀ (backward) micro-kernel panels  */
     float *apack;   /* [chunk] packed A panels of the step's recurrent product          */
     int64_t bstride, astride;
@@ -92,7 +96,7 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(cs, d->cell == FD_RNN_LSTM ? T * m * u : 0);
     TAKE(rh, d->cell == FD_RNN_GRU ? T * m * u : 0);
     TAKE(hd, d->cell == FD_RNN_GRU ? Gr * T * m * u : 0);
-    TAKE(xh, xh_parts(d) * T * m * (1 + F + u));
+    TAKE(xh, xh_parts(d) * T * m * (1 + F + u + FD_RNN_MR_BOUND));
     TAKE(dwb, d->cell == FD_RNN_GRU ? 0 : (1 + F + u) * G * u);
     TAKE(dm, Gr * m * u);
     TAKE(beff, G * u);
@@ -113,6 +117,9 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
         const int64_t bsu = round_up(u, FD_RNN_NR_ALL) * G * u;
         TAKE(bpack, (G + 1) * bs > bsu ? (G + 1) * bs : bsu);
         TAKE(apack, nc * as);
+        TAKE(rowb, d->cell == FD_RNN_GRU ? 0 : nc * round_up(KB + FD_RNN_MR_BOUND, 16));
+        /* one packed kc × NR block of dz per column strip of the weight-gradient product */
+        TAKE(bstrip, d->cell == FD_RNN_GRU ? 0 : (G * u + G * FD_RNN_NR_ALL) * FD_RNN_WG_KC);
     }
 #undef TAKE
     return off;
@@ -224,13 +231,32 @@ static void mgemm(const fd_gemm_params *P, int64_t m, int64_t n, int64_t k, cons
 }
 
 static inline int64_t kb_of(const fd_rnn_desc *d) { return 1 + d->F + d->u; }
-
-/* out rows (ld) = [x | 1 | h̃], h̃ = hp ⊙ dm (dm NULL: hp; hp NULL: zeros), nr rows */
-static void build_rows(int64_t nr, int64_t F, int64_t u, const float *x, const float *hp,
-                       const float *dm, float *out, int64_t ld)
+static inline int64_t xh_part_floats(const fd_rnn_desc *d, int MR)
 {
+    return (1 + d->F + d->u + MR - 1) / MR * MR * d->T * d->m;
+}
+static inline int64_t rowb_stride(const fd_rnn_desc *d)
+{
+    return round_up(kb_of(d) + FD_RNN_MR_BOUND, 16);
+}
+
+
+/* xh holds the rows A = [x̃_t | 1 | h̃_{t-1}] of one part (T·m rows, KB columns) as the
+ * micro-kernel's packed A of the weight-gradient product Aᵀ·dz: panel r (columns
+ * [r·MR, r·MR + MR) of A, zero past KB) at xp + r·Tm·MR, row p at + p·MR. */
+static inline int64_t xh_panels(int64_t KB, int MR) { return (KB + MR - 1) / MR; }
+
+/* Rows [row0, row0 + nr) of A (x: nr × F, hp/dm: nr × u; hp NULL: h̃ = 0, dm NULL: no
+ * mask): stored to the panels of xp and packed for this step's product (the forward
+ * micro-kernel's A: MR-row panels of kt columns, the first kc of them, zero rows past
+ * nr) in ap.  The same values as multiplying and packing each part. */
+static void build_rows(int64_t nr, int64_t F, int64_t u, const float *x, const float *hp,
+                       const float *dm, float *xp, int64_t row0, int64_t Tm, int64_t kc,
+                       int64_t kt, int MR, float *row, float *ap)
+{
+    const int64_t KB = 1 + F + u, np = xh_panels(KB, MR);
     for (int64_t r = 0; r < nr; r++) {
-        float *FD_RESTRICT o = out + r * ld;
+        float *FD_RESTRICT o = row;
         memcpy(o, x + r * F, (size_t)F * sizeof(float));
         o[F] = 1.0f;
         float *FD_RESTRICT oh = o + F + 1;
@@ -241,6 +267,61 @@ static void build_rows(int64_t nr, int64_t F, int64_t u, const float *x, const f
             for (int64_t j = 0; j < u; j++) oh[j] = h[j] * mk[j];
         } else {
             memcpy(oh, hp + r * u, (size_t)u * sizeof(float));
+        }
+        for (int64_t j = KB; j < np * MR; j++) o[j] = 0.0f;
+        for (int64_t q = 0; q < np; q++)
+            memcpy(xp + q * Tm * MR + (row0 + r) * MR, o + q * MR, (size_t)MR * sizeof(float));
+        float *FD_RESTRICT d = ap + (r / MR) * kt * MR + r % MR;
+        for (int64_t p = 0; p < kc; p++) d[p * MR] = o[p];
+    }
+    for (int64_t r = nr; r % MR; r++) {
+        float *FD_RESTRICT d = ap + (r / MR) * kt * MR + r % MR;
+        for (int64_t p = 0; p < kc; p++) d[p * MR] = 0.0f;
+    }
+}
+
+/* The weight-gradient product C (KB × n, ldc) = Aᵀ · B over all T·m rows: A from xh
+ * (already the micro-kernel's packed A), B = dz (row stride ldb), packed per KC block.
+ * The NR-wide column strips (of every part) are split over threads; each tile's K = T·m
+ * sum runs in fixed KC blocks: the same bits for any thread count. */
+typedef struct {
+    const fd_gemm_params *P;
+    const float *xh, *B;
+    float *C, *bbuf;
+    int64_t KB, Tm, xs, n, ldb, ldc, nq, kc, strips, groups;
+} wgrad_job;
+
+static void wgrad_group(void *ctx, int64_t grp)
+{
+    const wgrad_job *J = ctx;
+    const int MR = J->P->mr, NR = J->P->nr;
+    const int64_t np = xh_panels(J->KB, MR), PS = J->Tm * MR;
+    const int64_t st0 = J->strips * grp / J->groups, st1 = J->strips * (grp + 1) / J->groups;
+    for (int64_t pc = 0; pc < J->Tm; pc += J->kc) {
+        const int64_t kc = J->Tm - pc < J->kc ? J->Tm - pc : J->kc;
+        /* B in place (row stride 2 KiB for G·u = 512) would miss L1 for every A panel:
+         * pack the group's kc × NR blocks once, reading each dz row in order */
+        for (int64_t p = 0; p < kc; p++) {
+            const float *FD_RESTRICT b = J->B + (pc + p) * J->ldb;
+            for (int64_t st = st0; st < st1; st++) {
+                const int64_t part = st / J->nq, q = st % J->nq;
+                const int64_t c0 = part * J->n + q * NR;
+                const int64_t nr = J->n - q * NR < NR ? J->n - q * NR : NR;
+                float *FD_RESTRICT bp = J->bbuf + (st * J->kc + p) * NR;
+                for (int64_t j = 0; j < nr; j++) bp[j] = b[c0 + j];
+                for (int64_t j = nr; j < NR; j++) bp[j] = 0.0f;
+            }
+        }
+        for (int64_t st = st0; st < st1; st++) {
+            const int64_t part = st / J->nq, q = st % J->nq;
+            const int64_t c0 = part * J->n + q * NR;
+            const int64_t nr = J->n - q * NR < NR ? J->n - q * NR : NR;
+            const float *xp = J->xh + part * J->xs;
+            for (int64_t r = 0; r < np; r++) {
+                const int64_t mr = J->KB - r * MR < MR ? J->KB - r * MR : MR;
+                J->P->ukr(kc, 1.0f, xp + r * PS + pc * MR, J->bbuf + st * J->kc * NR,
+                          pc ? 1.0f : 0.0f, J->C + r * MR * J->ldc + c0, J->ldc, mr, nr);
+            }
         }
     }
 }
@@ -327,12 +408,11 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
              * from there: the same values and K order as packing each part */
             const int64_t Gw = xh_parts(d);
             for (int64_t g = 0; g < G; g++) {
-                if (g == 0 || Gw > 1) {
-                    float *xr = L->xh + ((g * T + s) * m + b0) * KB;
+                if (g == 0 || Gw > 1)
                     build_rows(nr, F, u, L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F,
-                               hp, Gr ? L->dm + (g * m + b0) * u : NULL, xr, KB);
-                    pack_a(nr, 0, kfull, KB, xr, KB, NULL, NULL, P->mr, ap);
-                }
+                               hp, Gr ? L->dm + (g * m + b0) * u : NULL,
+                               L->xh + g * xh_part_floats(d, P->mr), s * m + b0, Tm, kfull,
+                               KB, P->mr, L->rowb + chunk * rowb_stride(d), ap);
                 mgemm(P, nr, u, kfull, ap, KB, L->bpack + g * L->bstride, KB, 0.0f,
                       Gt + g * u, Gu);
             }
@@ -607,12 +687,18 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
      * h̃_{t-1}], h̃_{-1} = 0): dz is read once, the bias row is the K = T·m sum of dz. */
     if (cell != FD_RNN_GRU) {
         const int64_t KB = kb_of(d), Gw = xh_parts(d);
-        if (Gw == 1)
-            gemm(1, 0, KB, Gu, Tm, L.xh, KB, L.gates, Gu, 0.0f, L.dwb, Gu);
-        else
-            for (int64_t g = 0; g < G; g++)
-                gemm(1, 0, KB, u, Tm, L.xh + g * Tm * KB, KB, L.gates + g * u, Gu, 0.0f,
-                     L.dwb + g * u, Gu);
+        const fd_gemm_params *P = &fd_kt->gemm;
+        const int64_t n = Gw == 1 ? Gu : u;
+        wgrad_job W = {P, L.xh, L.gates, L.dwb, L.bstrip, KB, Tm,
+                       xh_part_floats(d, P->mr), n, Gu, Gu, (n + P->nr - 1) / P->nr,
+                       FD_RNN_WG_KC, 0, 0};
+        /* column strips in contiguous groups, one per thread: each tile's sum is the
+         * same whichever group computes it */
+        W.strips = Gw * W.nq;
+        int ntw = fd_get_num_threads();
+        if (ntw > W.strips) ntw = (int)W.strips;
+        W.groups = ntw;
+        fd_parallel(ntw, W.groups, wgrad_group, &W);
         memcpy(dW, L.dwb, (size_t)(F * Gu) * sizeof(float));
         if (db) memcpy(db, L.dwb + F * Gu, (size_t)Gu * sizeof(float));
         memcpy(dU, L.dwb + (F + 1) * Gu, (size_t)(u * Gu) * sizeof(float));
