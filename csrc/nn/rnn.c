@@ -16,9 +16,9 @@
  *   rh    [T][m][u]      GRU: reset_after: h_{t-1}·U_h + b_rh (-> d rh in backward);
  *                        reset_before: A3 = r ⊙ h̃_{t-1} (the input of the U_h GEMM)
  *   hd    [Gr][T][m][u]  GRU: h_{t-1} ⊙ recurrent mask g (scaled), recurrent dropout only
- *   xh    [Gw][T][m][KB] LSTM / SimpleRNN: the step's product rows [x̃_t | 1 | h̃_{t-1}]
- *                        (KB = F + 1 + u; one set, or one per gate with masks per gate)
- *   dwb   [KB][G*u]      LSTM / SimpleRNN: [dW; db; dU] from one GEMM per set of rows
+ *   dwc   [chunk][KB][G*u]  LSTM / SimpleRNN: the chunk's [dW; db; dU] (KB = F + 1 + u),
+ *                        summed in the time loop (below); dwb [KB][G*u] their sum
+ *   wa, wb, rowb [chunk] the step's packed [x̃_t | 1 | h̃_{t-1}]ᵀ and dz_t panels, a row
  *   dm    [Gr][m][u]     the recurrent masks as floats (0 or 1/(1-rate))
  *   beff  [G*u]          the bias row of the packed weights (GRU reset_after: b_in +
  *                        [b_rz, b_rr, 0])
@@ -38,15 +38,11 @@
 #include <string.h>
 
 #define FD_RNN_RB 64   /* target rows per chunk */
-#define FD_RNN_WG_KC 384   /* K block of the weight-gradient product (fixed: the bits
-                            * depend on nothing else) */
 
 typedef struct {
     float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
-    float *xh;      /* LSTM / SimpleRNN: [Gw][T][m][KB] rows [x̃_t | 1 | h̃_{t-1}]          */
-    float *dwb;     /* LSTM / SimpleRNN: (KB × G·u) = [dW; db; dU] of the fused GEMM      */
-    float *rowb;    /* [chunk] one row [x̃ | 1 | h̃ | 0 pad] being built                    */
-    float *bstrip;  /* [strip] a packed KC × NR block of dz (weight-gradient product)    */
+    float *dwc, *dwb;   /* LSTM / SimpleRNN: per chunk / summed (KB × G·u) [dW; db; dU] */
+    float *wa, *wb, *rowb;   /* [chunk] weight-gradient panels of the step, a row       */
     float *bpack;   /* [G] packed U_g (forward) or U_gᵀ (backward) micro-kernel panels  */
     float *apack;   /* [chunk] packed A panels of the step's recurrent product          */
     int64_t bstride, astride;
@@ -63,9 +59,9 @@ static inline int64_t pad_mr(int64_t x) { return round_up(x, FD_RNN_MR_BOUND) + 
 
 static int gates_of(int cell) { return cell == FD_RNN_LSTM ? 4 : cell == FD_RNN_GRU ? 3 : 1; }
 
-/* LSTM / SimpleRNN keep each step's product rows A_g = [x̃_t | 1 | h̃_{t-1}] (xh) so that
- * backward gets [dW; db; dU] from one GEMM per A: A_gᵀ · dz_g over all T·m rows.  One A
- * for all gates without masks per gate, else one per gate (Gw = G). */
+/* LSTM / SimpleRNN: backward adds each step's A_gᵀ · dz_g to the chunk's [dW; db; dU],
+ * A_g = [x̃_t | 1 | h̃_{t-1}] the step's product rows: one A for all gates without masks
+ * per gate, else one per gate (Gw = G). */
 static int64_t xh_parts(const fd_rnn_desc *d)
 {
     if (d->cell == FD_RNN_GRU) return 0;
@@ -96,7 +92,6 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(cs, d->cell == FD_RNN_LSTM ? T * m * u : 0);
     TAKE(rh, d->cell == FD_RNN_GRU ? T * m * u : 0);
     TAKE(hd, d->cell == FD_RNN_GRU ? Gr * T * m * u : 0);
-    TAKE(xh, xh_parts(d) * T * m * (1 + F + u + FD_RNN_MR_BOUND));
     TAKE(dwb, d->cell == FD_RNN_GRU ? 0 : (1 + F + u) * G * u);
     TAKE(dm, Gr * m * u);
     TAKE(beff, G * u);
@@ -117,9 +112,11 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
         const int64_t bsu = round_up(u, FD_RNN_NR_ALL) * G * u;
         TAKE(bpack, (G + 1) * bs > bsu ? (G + 1) * bs : bsu);
         TAKE(apack, nc * as);
-        TAKE(rowb, d->cell == FD_RNN_GRU ? 0 : nc * round_up(KB + FD_RNN_MR_BOUND, 16));
-        /* one packed kc × NR block of dz per column strip of the weight-gradient product */
-        TAKE(bstrip, d->cell == FD_RNN_GRU ? 0 : (G * u + G * FD_RNN_NR_ALL) * FD_RNN_WG_KC);
+        const int lg = d->cell != FD_RNN_GRU;
+        TAKE(dwc, lg ? nc * KB * G * u : 0);
+        TAKE(wa, lg ? nc * round_up((KB + FD_RNN_MR_BOUND) * rows, 16) : 0);
+        TAKE(wb, lg ? nc * round_up((G * u + G * FD_RNN_NR_ALL) * rows, 16) : 0);
+        TAKE(rowb, lg ? nc * round_up(KB + FD_RNN_MR_BOUND, 16) : 0);
     }
 #undef TAKE
     return off;
@@ -199,6 +196,9 @@ static void pack_a(int64_t m, int64_t k0, int64_t kc, int64_t kt, const float *A
             const int64_t row = r * MR + i;
             if (!A) {
                 for (int64_t p = 0; p < kc; p++) d[p * MR + i] = 1.0f;
+            } else if (M && !out) {
+                const float *FD_RESTRICT a = A + row * lda, *FD_RESTRICT mk = M + row * kc;
+                for (int64_t p = 0; p < kc; p++) d[p * MR + i] = a[p] * mk[p];
             } else if (M) {
                 const float *FD_RESTRICT a = A + row * lda, *FD_RESTRICT mk = M + row * kc;
                 float *FD_RESTRICT o = out + row * kc;
@@ -231,96 +231,70 @@ static void mgemm(const fd_gemm_params *P, int64_t m, int64_t n, int64_t k, cons
 }
 
 static inline int64_t kb_of(const fd_rnn_desc *d) { return 1 + d->F + d->u; }
-static inline int64_t xh_part_floats(const fd_rnn_desc *d, int MR)
-{
-    return (1 + d->F + d->u + MR - 1) / MR * MR * d->T * d->m;
-}
 static inline int64_t rowb_stride(const fd_rnn_desc *d)
 {
     return round_up(kb_of(d) + FD_RNN_MR_BOUND, 16);
 }
 
 
-/* xh holds the rows A = [x̃_t | 1 | h̃_{t-1}] of one part (T·m rows, KB columns) as the
- * micro-kernel's packed A of the weight-gradient product Aᵀ·dz: panel r (columns
- * [r·MR, r·MR + MR) of A, zero past KB) at xp + r·Tm·MR, row p at + p·MR. */
-static inline int64_t xh_panels(int64_t KB, int MR) { return (KB + MR - 1) / MR; }
-
-/* Rows [row0, row0 + nr) of A (x: nr × F, hp/dm: nr × u; hp NULL: h̃ = 0, dm NULL: no
- * mask): stored to the panels of xp and packed for this step's product (the forward
- * micro-kernel's A: MR-row panels of kt columns, the first kc of them, zero rows past
- * nr) in ap.  The same values as multiplying and packing each part. */
-static void build_rows(int64_t nr, int64_t F, int64_t u, const float *x, const float *hp,
-                       const float *dm, float *xp, int64_t row0, int64_t Tm, int64_t kc,
-                       int64_t kt, int MR, float *row, float *ap)
+/* LSTM / SimpleRNN backward, step s of a chunk (rows b0.., nr of them; buffers sized
+ * for `rows`): C_chunk (KB × G·u) (+)= A_gᵀ · dz_g for each part g, A_g = [x̃_t | 1 |
+ * h̃_{t-1}] (h̃_{-1} = 0; h̃ = h ⊙ mask g recomputed: the forward's values), all packed
+ * here from rows hot in cache.  The dz_t of a masked step are zero.  Per tile the sum
+ * runs over the chunk's rows of a step (micro-kernel K = nr), steps from last to first:
+ * an order that depends on m only. */
+static void step_wgrad(const fd_rnn_desc *d, const rnn_ws *L, int64_t chunk, int64_t rows,
+                       int64_t b0, int64_t nr, int64_t s, int first)
 {
-    const int64_t KB = 1 + F + u, np = xh_panels(KB, MR);
-    for (int64_t r = 0; r < nr; r++) {
-        float *FD_RESTRICT o = row;
-        memcpy(o, x + r * F, (size_t)F * sizeof(float));
-        o[F] = 1.0f;
-        float *FD_RESTRICT oh = o + F + 1;
-        if (!hp) {
-            memset(oh, 0, (size_t)u * sizeof(float));
-        } else if (dm) {
-            const float *FD_RESTRICT h = hp + r * u, *FD_RESTRICT mk = dm + r * u;
-            for (int64_t j = 0; j < u; j++) oh[j] = h[j] * mk[j];
-        } else {
-            memcpy(oh, hp + r * u, (size_t)u * sizeof(float));
-        }
-        for (int64_t j = KB; j < np * MR; j++) o[j] = 0.0f;
-        for (int64_t q = 0; q < np; q++)
-            memcpy(xp + q * Tm * MR + (row0 + r) * MR, o + q * MR, (size_t)MR * sizeof(float));
-        float *FD_RESTRICT d = ap + (r / MR) * kt * MR + r % MR;
-        for (int64_t p = 0; p < kc; p++) d[p * MR] = o[p];
-    }
-    for (int64_t r = nr; r % MR; r++) {
-        float *FD_RESTRICT d = ap + (r / MR) * kt * MR + r % MR;
-        for (int64_t p = 0; p < kc; p++) d[p * MR] = 0.0f;
-    }
-}
-
-/* The weight-gradient product C (KB × n, ldc) = Aᵀ · B over all T·m rows: A from xh
- * (already the micro-kernel's packed A), B = dz (row stride ldb), packed per KC block.
- * The NR-wide column strips (of every part) are split over threads; each tile's K = T·m
- * sum runs in fixed KC blocks: the same bits for any thread count. */
-typedef struct {
-    const fd_gemm_params *P;
-    const float *xh, *B;
-    float *C, *bbuf;
-    int64_t KB, Tm, xs, n, ldb, ldc, nq, kc, strips, groups;
-} wgrad_job;
-
-static void wgrad_group(void *ctx, int64_t grp)
-{
-    const wgrad_job *J = ctx;
-    const int MR = J->P->mr, NR = J->P->nr;
-    const int64_t np = xh_panels(J->KB, MR), PS = J->Tm * MR;
-    const int64_t st0 = J->strips * grp / J->groups, st1 = J->strips * (grp + 1) / J->groups;
-    for (int64_t pc = 0; pc < J->Tm; pc += J->kc) {
-        const int64_t kc = J->Tm - pc < J->kc ? J->Tm - pc : J->kc;
-        /* B in place (row stride 2 KiB for G·u = 512) would miss L1 for every A panel:
-         * pack the group's kc × NR blocks once, reading each dz row in order */
-        for (int64_t p = 0; p < kc; p++) {
-            const float *FD_RESTRICT b = J->B + (pc + p) * J->ldb;
-            for (int64_t st = st0; st < st1; st++) {
-                const int64_t part = st / J->nq, q = st % J->nq;
-                const int64_t c0 = part * J->n + q * NR;
-                const int64_t nr = J->n - q * NR < NR ? J->n - q * NR : NR;
-                float *FD_RESTRICT bp = J->bbuf + (st * J->kc + p) * NR;
-                for (int64_t j = 0; j < nr; j++) bp[j] = b[c0 + j];
-                for (int64_t j = nr; j < NR; j++) bp[j] = 0.0f;
+    const fd_gemm_params *P = &fd_kt->gemm;
+    const int MR = P->mr, NR = P->nr;
+    const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t KB = 1 + F + u, np = (KB + MR - 1) / MR, Tm = T * m;
+    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
+    const int64_t Gw = xh_parts(d), n = Gw == 1 ? Gu : u, nq = (n + NR - 1) / NR;
+    float *wa = L->wa + chunk * round_up((KB + FD_RNN_MR_BOUND) * rows, 16);
+    float *wb = L->wb + chunk * round_up((Gu + G * FD_RNN_NR_ALL) * rows, 16);
+    float *row = L->rowb + chunk * rowb_stride(d);
+    float *C = L->dwc + chunk * KB * Gu;
+    const float *Gt = L->gates + (s * m + b0) * Gu;
+    const float *hp = s ? L->hs + ((s - 1) * m + b0) * u : NULL;
+    for (int64_t g = 0; g < Gw; g++) {
+        if (g == 0 || Gi > 1 || Gr) {
+            const float *x = L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F;
+            const float *dm = Gr ? L->dm + (g * m + b0) * u : NULL;
+            for (int64_t i = 0; i < nr; i++) {
+                float *FD_RESTRICT o = row;
+                memcpy(o, x + i * F, (size_t)F * sizeof(float));
+                o[F] = 1.0f;
+                float *FD_RESTRICT oh = o + F + 1;
+                if (!hp) {
+                    memset(oh, 0, (size_t)u * sizeof(float));
+                } else if (dm) {
+                    const float *FD_RESTRICT h = hp + i * u, *FD_RESTRICT mk = dm + i * u;
+                    for (int64_t j = 0; j < u; j++) oh[j] = h[j] * mk[j];
+                } else {
+                    memcpy(oh, hp + i * u, (size_t)u * sizeof(float));
+                }
+                for (int64_t j = KB; j < np * MR; j++) o[j] = 0.0f;
+                for (int64_t r = 0; r < np; r++)
+                    memcpy(wa + (r * nr + i) * MR, o + r * MR, (size_t)MR * sizeof(float));
             }
         }
-        for (int64_t st = st0; st < st1; st++) {
-            const int64_t part = st / J->nq, q = st % J->nq;
-            const int64_t c0 = part * J->n + q * NR;
-            const int64_t nr = J->n - q * NR < NR ? J->n - q * NR : NR;
-            const float *xp = J->xh + part * J->xs;
+        for (int64_t i = 0; i < nr; i++) {
+            const float *FD_RESTRICT z = Gt + i * Gu + g * n;
+            for (int64_t q = 0; q < nq; q++) {
+                float *FD_RESTRICT bp = wb + (q * nr + i) * NR;
+                const int64_t w = n - q * NR < NR ? n - q * NR : NR;
+                for (int64_t j = 0; j < w; j++) bp[j] = z[q * NR + j];
+                for (int64_t j = w; j < NR; j++) bp[j] = 0.0f;
+            }
+        }
+        for (int64_t q = 0; q < nq; q++) {
+            const int64_t w = n - q * NR < NR ? n - q * NR : NR;
             for (int64_t r = 0; r < np; r++) {
-                const int64_t mr = J->KB - r * MR < MR ? J->KB - r * MR : MR;
-                J->P->ukr(kc, 1.0f, xp + r * PS + pc * MR, J->bbuf + st * J->kc * NR,
-                          pc ? 1.0f : 0.0f, J->C + r * MR * J->ldc + c0, J->ldc, mr, nr);
+                const int64_t mr = KB - r * MR < MR ? KB - r * MR : MR;
+                P->ukr(nr, 1.0f, wa + r * nr * MR, wb + q * nr * NR, first ? 0.0f : 1.0f,
+                       C + r * MR * Gu + g * n + q * NR, Gu, mr, w);
             }
         }
     }
@@ -403,28 +377,16 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
         float *ap = L->apack + chunk * L->astride;
         const fd_gemm_params *P = &fd_kt->gemm;
         const int Gi = d->n_in_masks > 1 ? d->n_in_masks : 1;
-        if (cell != FD_RNN_GRU) {
-            /* rows [x̃_t | 1 | h̃_{t-1}] kept in xh (backward's fused weight GEMM), packed
-             * from there: the same values and K order as packing each part */
-            const int64_t Gw = xh_parts(d);
-            for (int64_t g = 0; g < G; g++) {
-                if (g == 0 || Gw > 1)
-                    build_rows(nr, F, u, L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F,
-                               hp, Gr ? L->dm + (g * m + b0) * u : NULL,
-                               L->xh + g * xh_part_floats(d, P->mr), s * m + b0, Tm, kfull,
-                               KB, P->mr, L->rowb + chunk * rowb_stride(d), ap);
-                mgemm(P, nr, u, kfull, ap, KB, L->bpack + g * L->bstride, KB, 0.0f,
-                      Gt + g * u, Gu);
-            }
-        } else for (int64_t g = 0; g < G; g++) {
+        for (int64_t g = 0; g < G; g++) {
             if (g == 0 || Gi > 1) {
                 const float *xg = L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F;
                 pack_a(nr, 0, F, KB, xg, F, NULL, NULL, P->mr, ap);
                 pack_a(nr, F, 1, KB, NULL, 0, NULL, NULL, P->mr, ap);
             }
-            if (s && Gr)   /* h̃ = h_{t-1} ⊙ mask g, packed and kept for dU */
+            if (s && Gr)   /* h̃ = h_{t-1} ⊙ mask g, packed (and kept for GRU's dU) */
                 pack_a(nr, F + 1, u, KB, hp, u, L->dm + (g * m + b0) * u,
-                       L->hd + ((g * T + s) * m + b0) * u, P->mr, ap);
+                       cell == FD_RNN_GRU ? L->hd + ((g * T + s) * m + b0) * u : NULL,
+                       P->mr, ap);
             else if (s && g == 0)
                 pack_a(nr, F + 1, u, KB, hp, u, NULL, NULL, P->mr, ap);
             const float *bp = L->bpack + g * L->bstride;
@@ -555,7 +517,8 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
 
 /* ----------------------------------------------------------------- backward */
 static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn_ws *L,
-                           const float *dy, int64_t chunk, int64_t b0, int64_t b1)
+                           const float *dy, int64_t chunk, int64_t rows, int64_t b0,
+                           int64_t b1)
 {
     const int64_t m = d->m, T = d->T, u = d->u, G = gates_of(d->cell), Gu = G * u;
     const int64_t nr = b1 - b0, Gr = d->n_rec_masks;
@@ -650,6 +613,7 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
                 }
             }
         }
+        if (cell != FD_RNN_GRU) step_wgrad(d, L, chunk, rows, b0, nr, s, s == T - 1);
         float *sw = DH; DH = DHP; DHP = sw;
     }
 }
@@ -658,7 +622,7 @@ static void backward_chunk(void *ctx, int64_t c)
 {
     const rnn_job *J = ctx;
     const int64_t b0 = c * J->rows, b1 = b0 + J->rows < J->d->m ? b0 + J->rows : J->d->m;
-    chunk_backward(J->d, J->K, J->L, J->dy, c, b0, b1);
+    chunk_backward(J->d, J->K, J->L, J->dy, c, J->rows, b0, b1);
 }
 
 int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const float *dy,
@@ -683,25 +647,23 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
     /* dW, dU as GEMMs over all T·m rows (dz_t kept in gates; threads split the output,
      * never the T·m sum: the same bits for any thread count); db = column sums in row
      * order.  Before dx (which overwrites xt).
-     * LSTM / SimpleRNN: [dW; db; dU] = A_gᵀ · dz_g in one GEMM per A (xh rows [x̃ | 1 |
-     * h̃_{t-1}], h̃_{-1} = 0): dz is read once, the bias row is the K = T·m sum of dz. */
+     * LSTM / SimpleRNN: [dW; db; dU] were summed in the time loop (step_wgrad): the
+     * chunks' sums added in chunk order (chunks depend on m only). */
     if (cell != FD_RNN_GRU) {
-        const int64_t KB = kb_of(d), Gw = xh_parts(d);
-        const fd_gemm_params *P = &fd_kt->gemm;
-        const int64_t n = Gw == 1 ? Gu : u;
-        wgrad_job W = {P, L.xh, L.gates, L.dwb, L.bstrip, KB, Tm,
-                       xh_part_floats(d, P->mr), n, Gu, Gu, (n + P->nr - 1) / P->nr,
-                       FD_RNN_WG_KC, 0, 0};
-        /* column strips in contiguous groups, one per thread: each tile's sum is the
-         * same whichever group computes it */
-        W.strips = Gw * W.nq;
-        int ntw = fd_get_num_threads();
-        if (ntw > W.strips) ntw = (int)W.strips;
-        W.groups = ntw;
-        fd_parallel(ntw, W.groups, wgrad_group, &W);
-        memcpy(dW, L.dwb, (size_t)(F * Gu) * sizeof(float));
-        if (db) memcpy(db, L.dwb + F * Gu, (size_t)Gu * sizeof(float));
-        memcpy(dU, L.dwb + (F + 1) * Gu, (size_t)(u * Gu) * sizeof(float));
+        const int64_t KB = kb_of(d);
+        const float *Ct = L.dwc;
+        if (nc > 1) {   /* the chunks' sums, in chunk order */
+            memcpy(L.dwb, L.dwc, (size_t)(KB * Gu) * sizeof(float));
+            for (int64_t c = 1; c < nc; c++) {
+                const float *FD_RESTRICT a = L.dwc + c * KB * Gu;
+                float *FD_RESTRICT o = L.dwb;
+                for (int64_t i = 0; i < KB * Gu; i++) o[i] += a[i];
+            }
+            Ct = L.dwb;
+        }
+        memcpy(dW, Ct, (size_t)(F * Gu) * sizeof(float));
+        if (db) memcpy(db, Ct + F * Gu, (size_t)Gu * sizeof(float));
+        memcpy(dU, Ct + (F + 1) * Gu, (size_t)(u * Gu) * sizeof(float));
     } else if (Gi == 1)
         gemm(1, 0, F, Gu, Tm, L.xt, F, L.gates, Gu, 0.0f, dW, Gu);
     else
