@@ -186,13 +186,71 @@ static void pack_b(int64_t k0, int64_t kr, int64_t kt, int64_t n, const float *B
  * dst + r*kt*MR, column p at + p*MR; zero rows past m) from A (row stride lda; NULL: a
  * column of ones), times M (same layout as A, ld kc) if given, the product also stored
  * to out (ld kc) if given. */
+#if defined(__GNUC__)
+typedef float rnn_v4 __attribute__((vector_size(16)));
+typedef int rnn_v4i __attribute__((vector_size(16)));
+/* dst[q*w + r] = a[r*sa + q] (· mk[r*sm + q] if mk) for r, q < 4: a 4×4 transpose (the
+ * products are the scalar loop's, one IEEE multiply each) */
+static inline void tr4(const float *a, int64_t sa, const float *mk, int64_t sm, float *dst,
+                       int64_t w)
+{
+    rnn_v4 r0, r1, r2, r3;
+    memcpy(&r0, a, 16);
+    memcpy(&r1, a + sa, 16);
+    memcpy(&r2, a + 2 * sa, 16);
+    memcpy(&r3, a + 3 * sa, 16);
+    if (mk) {
+        rnn_v4 m0, m1, m2, m3;
+        memcpy(&m0, mk, 16);
+        memcpy(&m1, mk + sm, 16);
+        memcpy(&m2, mk + 2 * sm, 16);
+        memcpy(&m3, mk + 3 * sm, 16);
+        r0 *= m0; r1 *= m1; r2 *= m2; r3 *= m3;
+    }
+    const rnn_v4 t0 = __builtin_shuffle(r0, r1, (rnn_v4i){0, 4, 1, 5});
+    const rnn_v4 t1 = __builtin_shuffle(r0, r1, (rnn_v4i){2, 6, 3, 7});
+    const rnn_v4 t2 = __builtin_shuffle(r2, r3, (rnn_v4i){0, 4, 1, 5});
+    const rnn_v4 t3 = __builtin_shuffle(r2, r3, (rnn_v4i){2, 6, 3, 7});
+    const rnn_v4 o0 = __builtin_shuffle(t0, t2, (rnn_v4i){0, 1, 4, 5});
+    const rnn_v4 o1 = __builtin_shuffle(t0, t2, (rnn_v4i){2, 3, 6, 7});
+    const rnn_v4 o2 = __builtin_shuffle(t1, t3, (rnn_v4i){0, 1, 4, 5});
+    const rnn_v4 o3 = __builtin_shuffle(t1, t3, (rnn_v4i){2, 3, 6, 7});
+    memcpy(dst, &o0, 16);
+    memcpy(dst + w, &o1, 16);
+    memcpy(dst + 2 * w, &o2, 16);
+    memcpy(dst + 3 * w, &o3, 16);
+}
+#else
+static inline void tr4(const float *a, int64_t sa, const float *mk, int64_t sm, float *dst,
+                       int64_t w)
+{
+    for (int q = 0; q < 4; q++)
+        for (int r = 0; r < 4; r++)
+            dst[q * w + r] = mk ? a[r * sa + q] * mk[r * sm + q] : a[r * sa + q];
+}
+#endif
+
 static void pack_a(int64_t m, int64_t k0, int64_t kc, int64_t kt, const float *A, int64_t lda,
                    const float *M, float *out, int MR, float *dst)
 {
     for (int64_t r = 0; r * MR < m; r++) {
         float *d = dst + (r * kt + k0) * MR;
         const int64_t mr = m - r * MR < MR ? m - r * MR : MR;
-        for (int64_t i = 0; i < mr; i++) {
+        int64_t i0 = 0;
+        if (A && !out) {   /* 4 rows × 4 columns at a time */
+            for (; i0 + 4 <= mr; i0 += 4) {
+                const int64_t row = r * MR + i0;
+                const float *a = A + row * lda, *mk = M ? M + row * kc : NULL;
+                int64_t p = 0;
+                for (; p + 4 <= kc; p += 4)
+                    tr4(a + p, lda, mk ? mk + p : NULL, kc, d + p * MR + i0, MR);
+                for (; p < kc; p++)
+                    for (int q = 0; q < 4; q++)
+                        d[p * MR + i0 + q] = mk ? a[q * lda + p] * mk[q * kc + p]
+                                                : a[q * lda + p];
+            }
+        }
+        for (int64_t i = i0; i < mr; i++) {
             const int64_t row = r * MR + i;
             if (!A) {
                 for (int64_t p = 0; p < kc; p++) d[p * MR + i] = 1.0f;
