@@ -28,8 +28,10 @@
  *                        without recurrent masks) Uᵀ as one (G·u) × u operand
  *   apack [chunk]        the packed [x_t | 1 | h̃_{t-1}] (forward) or dz_t (backward) rows
  *   dh, dhp, dc, tmp [m][u], rt [m][4u]   backward carries and row scratch
- * Backward runs only dh_{t-1} = dz_t·Uᵀ per step; dW, dU are GEMMs over all T·m rows after
- * the loop (dz_t stays in gates), db their column sums. */
+ * Backward runs dh_{t-1} = dz_t·Uᵀ per step; LSTM / SimpleRNN add the step's
+ * [x̃_t | 1 | h̃_{t-1}]ᵀ·dz_t to the chunk's [dW; db; dU] in the same loop (step_wgrad),
+ * GRU keeps dz_t in gates for dW, dU as GEMMs over all T·m rows after the loop, db their
+ * column sums. */
 #include "rnn.h"
 #include "rnn_gates_impl.h"
 #include "../internal.h"
