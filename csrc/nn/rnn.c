@@ -303,6 +303,10 @@ static inline int64_t rowb_stride(const fd_rnn_desc *d)
  * here from rows hot in cache.  The dz_t of a masked step are zero.  Per tile the sum
  * runs over the chunk's rows of a step (micro-kernel K = nr), steps from last to first:
  * an order that depends on m only. */
+/* GCC turns the short panel-row copies below into memcpy calls (one per 14 floats) */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 static void step_wgrad(const fd_rnn_desc *d, const rnn_ws *L, int64_t chunk, int64_t rows,
                        int64_t b0, int64_t nr, int64_t s, int first)
 {
@@ -322,6 +326,8 @@ static void step_wgrad(const fd_rnn_desc *d, const rnn_ws *L, int64_t chunk, int
         if (g == 0 || Gi > 1 || Gr) {
             const float *x = L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F;
             const float *dm = Gr ? L->dm + (g * m + b0) * u : NULL;
+            /* the same x̃ for every gate (Gi == 1): only the panels with h̃ columns change */
+            const int64_t r0 = (g == 0 || Gi > 1) ? 0 : (F + 1) / MR;
             for (int64_t i = 0; i < nr; i++) {
                 float *FD_RESTRICT o = row;
                 memcpy(o, x + i * F, (size_t)F * sizeof(float));
@@ -336,8 +342,10 @@ static void step_wgrad(const fd_rnn_desc *d, const rnn_ws *L, int64_t chunk, int
                     memcpy(oh, hp + i * u, (size_t)u * sizeof(float));
                 }
                 for (int64_t j = KB; j < np * MR; j++) o[j] = 0.0f;
-                for (int64_t r = 0; r < np; r++)
-                    memcpy(wa + (r * nr + i) * MR, o + r * MR, (size_t)MR * sizeof(float));
+                for (int64_t r = r0; r < np; r++) {
+                    float *FD_RESTRICT w = wa + (r * nr + i) * MR;
+                    for (int c = 0; c < MR; c++) w[c] = o[r * MR + c];
+                }
             }
         }
         for (int64_t i = 0; i < nr; i++) {
