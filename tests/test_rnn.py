@@ -605,6 +605,46 @@ def test_training_bitwise_equal_for_any_thread_count(isa, threads, cell, rate):
     assert np.array_equal(got[0], got[1]) and np.array_equal(got[0], got[2])
 
 
+
+@pytest.mark.filterwarnings("ignore:set_num_threads")
+@pytest.mark.parametrize("cell", ["lstm", "simple"])
+@pytest.mark.parametrize("m,T", [(1, 1), (13, 1), (13, 3), (67, 4), (130, 3)])
+@pytest.mark.parametrize("rates,seqmask", [((0.0, 0.0), False), ((0.0, 0.0), True),
+                                           ((0.3, 0.0), False), ((0.0, 0.4), True),
+                                           ((0.3, 0.4), False)])
+def test_weight_gradients_in_the_time_loop(isa, threads, cell, m, T, rates, seqmask):
+    """LSTM / SimpleRNN sum [dW; db; dU] inside the backward time loop (one per-chunk
+    accumulator, chunks added in order): against the reference for odd batch sizes (1, 13;
+    67 and 130 make two and three uneven row chunks), one step, sequence masks and
+    dropout / recurrent dropout (one set of step rows, or one per gate), and the same bits
+    for 1 and 2 threads."""
+    rng = np.random.default_rng(20)
+    F, u = 5, 9
+    x = rng.standard_normal((m, T, F)).astype(np.float32)
+    seq = (rng.random((m, T)) > 0.3) if seqmask else None
+    got = []
+    for nt in (1, 2):
+        threads(nt)
+        L = new(cell, u, dropout=rates[0], recurrent_dropout=rates[1],
+                return_sequences=True)
+        st = make(L, (T, F), m, np.random.default_rng(21))
+        ctx = Context(TRAIN, m, step=5, seed=3)
+        if seq is not None:
+            ctx.seq_mask = seq
+        y = st.forward(ctx, x).copy()
+        dy = np.random.default_rng(22).standard_normal(y.shape).astype(np.float32)
+        dx = st.backward(ctx, dy, True).copy()
+        got.append([y, dx, L.dkernel.copy(), L.drecurrent_kernel.copy(), L.dbias.copy()])
+    for a, b in zip(got[0], got[1]):
+        assert np.array_equal(a, b), "1 and 2 threads differ"
+    yr, cache = ref_layer(L, x, masks_of(st, m), seq=seq)
+    close(got[0][0], yr, what="forward")
+    ref = R.rnn_backward(cache, dy)
+    close(got[0][1], ref[0], what="dx")
+    check_grads(L, ref)
+    if T == 1:
+        assert not L.drecurrent_kernel.any()    # h_{-1} = 0: no recurrent gradient
+
 def test_mc_predict_keeps_the_sequence_mask_of_the_prefix():
     """predict(x, mc_samples=T) runs the deterministic prefix once and the noisy rest on
     tiled rows: the prefix's sequence mask (Embedding(mask_zero=True)) must reach the

@@ -15,7 +15,10 @@
  *   cs    [T][m][u]      LSTM c_t
  *   rh    [T][m][u]      GRU: reset_after: h_{t-1}·U_h + b_rh (-> d rh in backward);
  *                        reset_before: A3 = r ⊙ h̃_{t-1} (the input of the U_h GEMM)
- *   hd    [Gr][T][m][u]  h_{t-1} ⊙ recurrent mask g (scaled), recurrent dropout only
+ *   hd    [Gr][T][m][u]  GRU: h_{t-1} ⊙ recurrent mask g (scaled), recurrent dropout only
+ *   dwc   [chunk][KB][G*u]  LSTM / SimpleRNN: the chunk's [dW; db; dU] (KB = F + 1 + u),
+ *                        summed in the time loop (below); dwb [KB][G*u] their sum
+ *   wa, wb, rowb [chunk] the step's packed [x̃_t | 1 | h̃_{t-1}]ᵀ and dz_t panels, a row
  *   dm    [Gr][m][u]     the recurrent masks as floats (0 or 1/(1-rate))
  *   beff  [G*u]          the bias row of the packed weights (GRU reset_after: b_in +
  *                        [b_rz, b_rr, 0])
@@ -25,8 +28,10 @@
  *                        without recurrent masks) Uᵀ as one (G·u) × u operand
  *   apack [chunk]        the packed [x_t | 1 | h̃_{t-1}] (forward) or dz_t (backward) rows
  *   dh, dhp, dc, tmp [m][u], rt [m][4u]   backward carries and row scratch
- * Backward runs only dh_{t-1} = dz_t·Uᵀ per step; dW, dU are GEMMs over all T·m rows after
- * the loop (dz_t stays in gates), db their column sums. */
+ * Backward runs dh_{t-1} = dz_t·Uᵀ per step; LSTM / SimpleRNN add the step's
+ * [x̃_t | 1 | h̃_{t-1}]ᵀ·dz_t to the chunk's [dW; db; dU] in the same loop (step_wgrad),
+ * GRU keeps dz_t in gates for dW, dU as GEMMs over all T·m rows after the loop, db their
+ * column sums. */
 #include "rnn.h"
 #include "rnn_gates_impl.h"
 #include "../internal.h"
@@ -38,6 +43,8 @@
 
 typedef struct {
     float *xt, *gates, *hs, *cs, *rh, *hd, *dm, *beff, *dh, *dhp, *dc, *tmp, *rt;
+    float *dwc, *dwb;   /* LSTM / SimpleRNN: per chunk / summed (KB × G·u) [dW; db; dU] */
+    float *wa, *wb, *rowb;   /* [chunk] weight-gradient panels of the step, a row       */
     float *bpack;   /* [G] packed U_g (forward) or U_gᵀ (backward) micro-kernel panels  */
     float *apack;   /* [chunk] packed A panels of the step's recurrent product          */
     int64_t bstride, astride;
@@ -53,6 +60,15 @@ static inline int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * 
 static inline int64_t pad_mr(int64_t x) { return round_up(x, FD_RNN_MR_BOUND) + FD_RNN_MR_BOUND; }
 
 static int gates_of(int cell) { return cell == FD_RNN_LSTM ? 4 : cell == FD_RNN_GRU ? 3 : 1; }
+
+/* LSTM / SimpleRNN: backward adds each step's A_gᵀ · dz_g to the chunk's [dW; db; dU],
+ * A_g = [x̃_t | 1 | h̃_{t-1}] the step's product rows: one A for all gates without masks
+ * per gate, else one per gate (Gw = G). */
+static int64_t xh_parts(const fd_rnn_desc *d)
+{
+    if (d->cell == FD_RNN_GRU) return 0;
+    return (d->n_in_masks > 1 || d->n_rec_masks > 0) ? gates_of(d->cell) : 1;
+}
 
 static void chunking(int64_t m, int64_t *nchunks, int64_t *rows)
 {
@@ -77,7 +93,8 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
     TAKE(hs, T * m * u);
     TAKE(cs, d->cell == FD_RNN_LSTM ? T * m * u : 0);
     TAKE(rh, d->cell == FD_RNN_GRU ? T * m * u : 0);
-    TAKE(hd, Gr * T * m * u);
+    TAKE(hd, d->cell == FD_RNN_GRU ? Gr * T * m * u : 0);
+    TAKE(dwb, d->cell == FD_RNN_GRU ? 0 : (1 + F + u) * G * u);
     TAKE(dm, Gr * m * u);
     TAKE(beff, G * u);
     TAKE(dh, m * u);
@@ -97,6 +114,11 @@ static int64_t layout(const fd_rnn_desc *d, float *base, rnn_ws *L)
         const int64_t bsu = round_up(u, FD_RNN_NR_ALL) * G * u;
         TAKE(bpack, (G + 1) * bs > bsu ? (G + 1) * bs : bsu);
         TAKE(apack, nc * as);
+        const int lg = d->cell != FD_RNN_GRU;
+        TAKE(dwc, lg ? nc * KB * G * u : 0);
+        TAKE(wa, lg ? nc * round_up((KB + FD_RNN_MR_BOUND) * rows, 16) : 0);
+        TAKE(wb, lg ? nc * round_up((G * u + G * FD_RNN_NR_ALL) * rows, 16) : 0);
+        TAKE(rowb, lg ? nc * round_up(KB + FD_RNN_MR_BOUND, 16) : 0);
     }
 #undef TAKE
     return off;
@@ -166,16 +188,77 @@ static void pack_b(int64_t k0, int64_t kr, int64_t kt, int64_t n, const float *B
  * dst + r*kt*MR, column p at + p*MR; zero rows past m) from A (row stride lda; NULL: a
  * column of ones), times M (same layout as A, ld kc) if given, the product also stored
  * to out (ld kc) if given. */
+#if defined(__GNUC__)
+typedef float rnn_v4 __attribute__((vector_size(16)));
+typedef int rnn_v4i __attribute__((vector_size(16)));
+/* dst[q*w + r] = a[r*sa + q] (· mk[r*sm + q] if mk) for r, q < 4: a 4×4 transpose (the
+ * products are the scalar loop's, one IEEE multiply each) */
+static inline void tr4(const float *a, int64_t sa, const float *mk, int64_t sm, float *dst,
+                       int64_t w)
+{
+    rnn_v4 r0, r1, r2, r3;
+    memcpy(&r0, a, 16);
+    memcpy(&r1, a + sa, 16);
+    memcpy(&r2, a + 2 * sa, 16);
+    memcpy(&r3, a + 3 * sa, 16);
+    if (mk) {
+        rnn_v4 m0, m1, m2, m3;
+        memcpy(&m0, mk, 16);
+        memcpy(&m1, mk + sm, 16);
+        memcpy(&m2, mk + 2 * sm, 16);
+        memcpy(&m3, mk + 3 * sm, 16);
+        r0 *= m0; r1 *= m1; r2 *= m2; r3 *= m3;
+    }
+    const rnn_v4 t0 = __builtin_shuffle(r0, r1, (rnn_v4i){0, 4, 1, 5});
+    const rnn_v4 t1 = __builtin_shuffle(r0, r1, (rnn_v4i){2, 6, 3, 7});
+    const rnn_v4 t2 = __builtin_shuffle(r2, r3, (rnn_v4i){0, 4, 1, 5});
+    const rnn_v4 t3 = __builtin_shuffle(r2, r3, (rnn_v4i){2, 6, 3, 7});
+    const rnn_v4 o0 = __builtin_shuffle(t0, t2, (rnn_v4i){0, 1, 4, 5});
+    const rnn_v4 o1 = __builtin_shuffle(t0, t2, (rnn_v4i){2, 3, 6, 7});
+    const rnn_v4 o2 = __builtin_shuffle(t1, t3, (rnn_v4i){0, 1, 4, 5});
+    const rnn_v4 o3 = __builtin_shuffle(t1, t3, (rnn_v4i){2, 3, 6, 7});
+    memcpy(dst, &o0, 16);
+    memcpy(dst + w, &o1, 16);
+    memcpy(dst + 2 * w, &o2, 16);
+    memcpy(dst + 3 * w, &o3, 16);
+}
+#else
+static inline void tr4(const float *a, int64_t sa, const float *mk, int64_t sm, float *dst,
+                       int64_t w)
+{
+    for (int q = 0; q < 4; q++)
+        for (int r = 0; r < 4; r++)
+            dst[q * w + r] = mk ? a[r * sa + q] * mk[r * sm + q] : a[r * sa + q];
+}
+#endif
+
 static void pack_a(int64_t m, int64_t k0, int64_t kc, int64_t kt, const float *A, int64_t lda,
                    const float *M, float *out, int MR, float *dst)
 {
     for (int64_t r = 0; r * MR < m; r++) {
         float *d = dst + (r * kt + k0) * MR;
         const int64_t mr = m - r * MR < MR ? m - r * MR : MR;
-        for (int64_t i = 0; i < mr; i++) {
+        int64_t i0 = 0;
+        if (A && !out) {   /* 4 rows × 4 columns at a time */
+            for (; i0 + 4 <= mr; i0 += 4) {
+                const int64_t row = r * MR + i0;
+                const float *a = A + row * lda, *mk = M ? M + row * kc : NULL;
+                int64_t p = 0;
+                for (; p + 4 <= kc; p += 4)
+                    tr4(a + p, lda, mk ? mk + p : NULL, kc, d + p * MR + i0, MR);
+                for (; p < kc; p++)
+                    for (int q = 0; q < 4; q++)
+                        d[p * MR + i0 + q] = mk ? a[q * lda + p] * mk[q * kc + p]
+                                                : a[q * lda + p];
+            }
+        }
+        for (int64_t i = i0; i < mr; i++) {
             const int64_t row = r * MR + i;
             if (!A) {
                 for (int64_t p = 0; p < kc; p++) d[p * MR + i] = 1.0f;
+            } else if (M && !out) {
+                const float *FD_RESTRICT a = A + row * lda, *FD_RESTRICT mk = M + row * kc;
+                for (int64_t p = 0; p < kc; p++) d[p * MR + i] = a[p] * mk[p];
             } else if (M) {
                 const float *FD_RESTRICT a = A + row * lda, *FD_RESTRICT mk = M + row * kc;
                 float *FD_RESTRICT o = out + row * kc;
@@ -208,6 +291,82 @@ static void mgemm(const fd_gemm_params *P, int64_t m, int64_t n, int64_t k, cons
 }
 
 static inline int64_t kb_of(const fd_rnn_desc *d) { return 1 + d->F + d->u; }
+static inline int64_t rowb_stride(const fd_rnn_desc *d)
+{
+    return round_up(kb_of(d) + FD_RNN_MR_BOUND, 16);
+}
+
+
+/* LSTM / SimpleRNN backward, step s of a chunk (rows b0.., nr of them; buffers sized
+ * for `rows`): C_chunk (KB × G·u) (+)= A_gᵀ · dz_g for each part g, A_g = [x̃_t | 1 |
+ * h̃_{t-1}] (h̃_{-1} = 0; h̃ = h ⊙ mask g recomputed: the forward's values), all packed
+ * here from rows hot in cache.  The dz_t of a masked step are zero.  Per tile the sum
+ * runs over the chunk's rows of a step (micro-kernel K = nr), steps from last to first:
+ * an order that depends on m only. */
+/* GCC turns the short panel-row copies below into memcpy calls (one per 14 floats) */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void step_wgrad(const fd_rnn_desc *d, const rnn_ws *L, int64_t chunk, int64_t rows,
+                       int64_t b0, int64_t nr, int64_t s, int first)
+{
+    const fd_gemm_params *P = &fd_kt->gemm;
+    const int MR = P->mr, NR = P->nr;
+    const int64_t m = d->m, T = d->T, F = d->F, u = d->u, G = gates_of(d->cell), Gu = G * u;
+    const int64_t KB = 1 + F + u, np = (KB + MR - 1) / MR, Tm = T * m;
+    const int64_t Gi = d->n_in_masks > 1 ? d->n_in_masks : 1, Gr = d->n_rec_masks;
+    const int64_t Gw = xh_parts(d), n = Gw == 1 ? Gu : u, nq = (n + NR - 1) / NR;
+    float *wa = L->wa + chunk * round_up((KB + FD_RNN_MR_BOUND) * rows, 16);
+    float *wb = L->wb + chunk * round_up((Gu + G * FD_RNN_NR_ALL) * rows, 16);
+    float *row = L->rowb + chunk * rowb_stride(d);
+    float *C = L->dwc + chunk * KB * Gu;
+    const float *Gt = L->gates + (s * m + b0) * Gu;
+    const float *hp = s ? L->hs + ((s - 1) * m + b0) * u : NULL;
+    for (int64_t g = 0; g < Gw; g++) {
+        if (g == 0 || Gi > 1 || Gr) {
+            const float *x = L->xt + (Gi > 1 ? g : 0) * Tm * F + (s * m + b0) * F;
+            const float *dm = Gr ? L->dm + (g * m + b0) * u : NULL;
+            /* the same x̃ for every gate (Gi == 1): only the panels with h̃ columns change */
+            const int64_t r0 = (g == 0 || Gi > 1) ? 0 : (F + 1) / MR;
+            for (int64_t i = 0; i < nr; i++) {
+                float *FD_RESTRICT o = row;
+                memcpy(o, x + i * F, (size_t)F * sizeof(float));
+                o[F] = 1.0f;
+                float *FD_RESTRICT oh = o + F + 1;
+                if (!hp) {
+                    memset(oh, 0, (size_t)u * sizeof(float));
+                } else if (dm) {
+                    const float *FD_RESTRICT h = hp + i * u, *FD_RESTRICT mk = dm + i * u;
+                    for (int64_t j = 0; j < u; j++) oh[j] = h[j] * mk[j];
+                } else {
+                    memcpy(oh, hp + i * u, (size_t)u * sizeof(float));
+                }
+                for (int64_t j = KB; j < np * MR; j++) o[j] = 0.0f;
+                for (int64_t r = r0; r < np; r++) {
+                    float *FD_RESTRICT w = wa + (r * nr + i) * MR;
+                    for (int c = 0; c < MR; c++) w[c] = o[r * MR + c];
+                }
+            }
+        }
+        for (int64_t i = 0; i < nr; i++) {
+            const float *FD_RESTRICT z = Gt + i * Gu + g * n;
+            for (int64_t q = 0; q < nq; q++) {
+                float *FD_RESTRICT bp = wb + (q * nr + i) * NR;
+                const int64_t w = n - q * NR < NR ? n - q * NR : NR;
+                for (int64_t j = 0; j < w; j++) bp[j] = z[q * NR + j];
+                for (int64_t j = w; j < NR; j++) bp[j] = 0.0f;
+            }
+        }
+        for (int64_t q = 0; q < nq; q++) {
+            const int64_t w = n - q * NR < NR ? n - q * NR : NR;
+            for (int64_t r = 0; r < np; r++) {
+                const int64_t mr = KB - r * MR < MR ? KB - r * MR : MR;
+                P->ukr(nr, 1.0f, wa + r * nr * MR, wb + q * nr * NR, first ? 0.0f : 1.0f,
+                       C + r * MR * Gu + g * n + q * NR, Gu, mr, w);
+            }
+        }
+    }
+}
 
 /* backward: C(rows × u) (+)= A(rows × u, lda) · U_gᵀ (slot g) */
 static void rec_product(const rnn_ws *L, int64_t chunk, int64_t rows, int64_t u,
@@ -292,9 +451,10 @@ static void chunk_forward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn
                 pack_a(nr, 0, F, KB, xg, F, NULL, NULL, P->mr, ap);
                 pack_a(nr, F, 1, KB, NULL, 0, NULL, NULL, P->mr, ap);
             }
-            if (s && Gr)   /* h̃ = h_{t-1} ⊙ mask g, packed and kept for dU */
+            if (s && Gr)   /* h̃ = h_{t-1} ⊙ mask g, packed (and kept for GRU's dU) */
                 pack_a(nr, F + 1, u, KB, hp, u, L->dm + (g * m + b0) * u,
-                       L->hd + ((g * T + s) * m + b0) * u, P->mr, ap);
+                       cell == FD_RNN_GRU ? L->hd + ((g * T + s) * m + b0) * u : NULL,
+                       P->mr, ap);
             else if (s && g == 0)
                 pack_a(nr, F + 1, u, KB, hp, u, NULL, NULL, P->mr, ap);
             const float *bp = L->bpack + g * L->bstride;
@@ -425,7 +585,8 @@ int fd_rnn_forward(const fd_rnn_desc *d, const float *x, const float *W, const f
 
 /* ----------------------------------------------------------------- backward */
 static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rnn_ws *L,
-                           const float *dy, int64_t chunk, int64_t b0, int64_t b1)
+                           const float *dy, int64_t chunk, int64_t rows, int64_t b0,
+                           int64_t b1)
 {
     const int64_t m = d->m, T = d->T, u = d->u, G = gates_of(d->cell), Gu = G * u;
     const int64_t nr = b1 - b0, Gr = d->n_rec_masks;
@@ -520,6 +681,7 @@ static void chunk_backward(const fd_rnn_desc *d, const fd_rnn_gates *K, const rn
                 }
             }
         }
+        if (cell != FD_RNN_GRU) step_wgrad(d, L, chunk, rows, b0, nr, s, s == T - 1);
         float *sw = DH; DH = DHP; DHP = sw;
     }
 }
@@ -528,7 +690,7 @@ static void backward_chunk(void *ctx, int64_t c)
 {
     const rnn_job *J = ctx;
     const int64_t b0 = c * J->rows, b1 = b0 + J->rows < J->d->m ? b0 + J->rows : J->d->m;
-    chunk_backward(J->d, J->K, J->L, J->dy, c, b0, b1);
+    chunk_backward(J->d, J->K, J->L, J->dy, c, J->rows, b0, b1);
 }
 
 int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const float *dy,
@@ -552,19 +714,36 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
     fd_parallel(nt, nc, backward_chunk, &J);
     /* dW, dU as GEMMs over all T·m rows (dz_t kept in gates; threads split the output,
      * never the T·m sum: the same bits for any thread count); db = column sums in row
-     * order.  Before dx (which overwrites xt). */
-    if (Gi == 1)
+     * order.  Before dx (which overwrites xt).
+     * LSTM / SimpleRNN: [dW; db; dU] were summed in the time loop (step_wgrad): the
+     * chunks' sums added in chunk order (chunks depend on m only). */
+    if (cell != FD_RNN_GRU) {
+        const int64_t KB = kb_of(d);
+        const float *Ct = L.dwc;
+        if (nc > 1) {   /* the chunks' sums, in chunk order */
+            memcpy(L.dwb, L.dwc, (size_t)(KB * Gu) * sizeof(float));
+            for (int64_t c = 1; c < nc; c++) {
+                const float *FD_RESTRICT a = L.dwc + c * KB * Gu;
+                float *FD_RESTRICT o = L.dwb;
+                for (int64_t i = 0; i < KB * Gu; i++) o[i] += a[i];
+            }
+            Ct = L.dwb;
+        }
+        memcpy(dW, Ct, (size_t)(F * Gu) * sizeof(float));
+        if (db) memcpy(db, Ct + F * Gu, (size_t)Gu * sizeof(float));
+        memcpy(dU, Ct + (F + 1) * Gu, (size_t)(u * Gu) * sizeof(float));
+    } else if (Gi == 1)
         gemm(1, 0, F, Gu, Tm, L.xt, F, L.gates, Gu, 0.0f, dW, Gu);
     else
         for (int64_t g = 0; g < G; g++)
             gemm(1, 0, F, u, Tm, L.xt + g * Tm * F, F, L.gates + g * u, Gu, 0.0f, dW + g * u,
                  Gu);
     const int64_t Gr = d->n_rec_masks;
-    if (T < 2) {
+    if (cell != FD_RNN_GRU) {
+        /* done above */
+    } else if (T < 2) {
         memset(dU, 0, (size_t)(u * Gu) * sizeof(float));
-    } else if (!Gr && cell != FD_RNN_GRU) {   /* dU = [h_0..h_{T-2}]ᵀ · [dz_1..dz_{T-1}] */
-        gemm(1, 0, u, Gu, (T - 1) * m, L.hs, u, L.gates + m * Gu, Gu, 0.0f, dU, Gu);
-    } else {
+    } else {   /* GRU */
         for (int64_t g = 0; g < G; g++) {
             const float *H = Gr ? L.hd + (g * T + 1) * m * u : L.hs;
             const float *B = L.gates + m * Gu + g * u;
@@ -576,7 +755,7 @@ int fd_rnn_backward(const fd_rnn_desc *d, const float *W, const float *U, const 
             gemm(1, 0, u, u, (T - 1) * m, H, u, B, ldb, 0.0f, dU + g * u, Gu);
         }
     }
-    if (db) {
+    if (db && cell == FD_RNN_GRU) {
         for (int64_t j = 0; j < Gu; j++) db[j] = 0.0f;
         for (int64_t i = 0; i < Tm; i++) {
             const float *FD_RESTRICT z = L.gates + i * Gu;

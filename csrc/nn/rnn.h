@@ -14,11 +14,15 @@
  *     over all T·m rows was measured first: with K = F = 28 it is bound by writing and
  *     re-reading the T·m × 4u result, ~70 GFLOP/s, a quarter of the forward time.)
  *     Then one fused per-ISA gate kernel (sigmoid, tanh, cell update, output);
- *   - backward through time with the gate values cached by forward; per step only dh_{t-1}
+ *   - backward through time with the gate values cached by forward; per step dh_{t-1}
  *     = dz_t·Uᵀ (micro-kernel, Uᵀ packed once; LSTM/SimpleRNN without recurrent masks in
- *     one K = G·u pass); dz_t stays in the workspace, and after the loop dW = Xᵀ·DZ and
- *     dU = H̃ᵀ·DZ are single GEMMs over all T·m rows (threads split the output, never the
- *     sum: bitwise identical for any thread count), db their column sums, dx = DZ·Wᵀ.
+ *     one K = G·u pass).  LSTM/SimpleRNN: the same step adds [x̃_t | 1 | h̃_{t-1}]ᵀ·dz_t
+ *     to the chunk's [dW; db; dU] (operands packed from rows still in cache; one product
+ *     per gate with masks per gate), the chunks' sums added in chunk order after the loop
+ *     (dz is never re-read from memory).  GRU: dz_t stays in the workspace, and after the
+ *     loop dW = Xᵀ·DZ and dU = H̃ᵀ·DZ are single GEMMs over all T·m rows (threads split
+ *     the output, never the sum), db their column sums.  dx = DZ·Wᵀ.  Every order of
+ *     summation depends on m only: bitwise identical for any thread count.
  * Dropout masks are bit-packed (numpy.packbits little order), one (m × F) mask per input
  * part and one (m × u) per recurrent part, reused at every step (variational dropout).
  * seq: (m, T) uint8, 1 = real step, 0 = masked (state and output carry over), or NULL. */
