@@ -1,7 +1,8 @@
 /* conv_infer.c — Conv2D (+ bias, relu) [+ max pooling] for inference (no masks, no
  * backward): the direct kernel of conv_infer.h on prepacked weights, each image padded
  * once into a per-thread buffer, the conv output of an image pooled while it is in L2
- * (the conv output never reaches memory when a max pooling follows).  Every output is
+ * (the conv output never reaches memory when a max pooling follows; rows and columns no
+ * pooling window reads are not computed).  Every output is
  * computed with the arithmetic of fd_conv2d_forward_f32 (bitwise equal, see
  * conv_infer.h), whoever computes it: results do not depend on the thread count.
  * Work units: images (one per unit), or parts of the output rows of one image when there
@@ -69,7 +70,7 @@ typedef struct {
     fd_ci_pool_fn pool;
     const float *x;
     float *y;
-    int64_t parts, Hp, Wp;
+    int64_t parts, cparts, nblk, Hp, Wp;
     int pad;
     _Atomic int status;
 } fd_ci_job;
@@ -79,7 +80,9 @@ static void ci_unit(void *vj, int64_t u)
     fd_ci_job *J = vj;
     const fd_conv2d_desc *d = J->d;
     const fd_pool2d_desc *p = J->p;
-    const int64_t C = d->c, img = u / J->parts, part = u % J->parts;
+    const int64_t C = d->c, per = J->parts * J->cparts, img = u / per;
+    const int64_t part = u % per / J->cparts, cp = u % J->cparts;
+    const int64_t jb0 = J->nblk * cp / J->cparts, jb1 = J->nblk * (cp + 1) / J->cparts;
     const int64_t rows_out = p ? p->oh : d->oh;
     const int64_t a = rows_out * part / J->parts, b = rows_out * (part + 1) / J->parts;
     if (a >= b) return;
@@ -122,9 +125,13 @@ static void ci_unit(void *vj, int64_t u)
             return;
         }
     }
+    /* with a pooling, only the columns its windows read (mnist_convnet's conv2: 10 of 11) */
+    const int64_t owc = p ? min64(d->ow, (p->ow - 1) * p->sw - p->pl + p->pw) : d->ow;
     for (int64_t oy = c0; oy < c1; oy++)
-        J->row(J->g, xp + oy * d->sh * Wp * C, d->ow, z + oy * orow);
-    if (p) J->pool(p, z, J->y + img * p->oh * p->ow * p->c, a, b);
+        J->row(J->g, xp + oy * d->sh * Wp * C, owc, z + oy * orow, jb0, jb1);
+    if (p)
+        J->pool(p, z, J->y + img * p->oh * p->ow * p->c, a, b, jb0 * FD_CI_NB,
+                min64(d->oc, jb1 * FD_CI_NB));
 }
 
 static int is_pointwise(const fd_conv2d_desc *d)
@@ -185,15 +192,19 @@ int fd_conv2d_infer_f32(const fd_conv2d_desc *d, const fd_pool2d_desc *p, float 
                           direct ? bp : bias, direct ? FD_CI_DIRECT : FD_CI_GEMM, relu != 0};
     int nt = fd_threads_for(d->n * d->oh * d->ow * K * oc, 1 << 18);
     const int64_t rows_out = p ? p->oh : d->oh;
-    int64_t parts = 1;
-    if (d->n < 2 * (int64_t)nt) {
-        parts = (2 * (int64_t)nt + d->n - 1) / d->n;
-        if (d->n == 1) parts = nt;
-        if (parts > rows_out) parts = rows_out;
+    /* units: whole images; with fewer images than 2 threads' worth, images split by
+     * 32-channel blocks first (no work repeated), then by output rows, into about 4 units
+     * per thread (a helper that starts late or is preempted delays the call by one small
+     * unit at most: the machine may be shared) */
+    int64_t parts = 1, cparts = 1;
+    if (nt > 1 && d->n < 2 * (int64_t)nt) {
+        const int64_t want = (4 * (int64_t)nt + d->n - 1) / d->n;
+        cparts = min64(nblk, want);
+        parts = min64(rows_out, (want + cparts - 1) / cparts);
     }
     fd_ci_job J = {d, p, &g, fd_conv_infer_row_avx512, fd_conv_infer_maxpool_avx512,
-                   x, y, parts, Hp, Wp, pad, 0};
-    fd_parallel(nt, d->n * parts, ci_unit, &J);
+                   x, y, parts, cparts, nblk, Hp, Wp, pad, 0};
+    fd_parallel(nt, d->n * parts * cparts, ci_unit, &J);
     fd_fp_exit(fp);
     return atomic_load(&J.status);
 #endif

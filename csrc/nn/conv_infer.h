@@ -32,17 +32,21 @@ typedef struct {
     int mode, relu;
 } fd_ci_geom;
 
-/* y[ox*oc + j] for ox < ow: the output row whose pixel 0 has its window at x0. */
-typedef void (*fd_ci_row_fn)(const fd_ci_geom *g, const float *x0, int64_t ow, float *y);
-/* y (oh × ow × c) = max pooling of z (h × w × c) over output rows [oy0, oy1) (the
- * semantics of pool.c without argmax: first cell, then s > y ? s : y in row-major order) */
+/* y[ox*oc + j] for ox < ow and j in the 32-wide column blocks [jb0, jb1): the output row
+ * whose pixel 0 has its window at x0. */
+typedef void (*fd_ci_row_fn)(const fd_ci_geom *g, const float *x0, int64_t ow, float *y,
+                             int64_t jb0, int64_t jb1);
+/* y (oh × ow × c) = max pooling of z (h × w × c) over output rows [oy0, oy1) and
+ * channels [j0, j1) (the semantics of pool.c without argmax: first cell, then
+ * s > y ? s : y in row-major order) */
 typedef void (*fd_ci_pool_fn)(const fd_pool2d_desc *p, const float *z, float *y, int64_t oy0,
-                              int64_t oy1);
+                              int64_t oy1, int64_t j0, int64_t j1);
 
 #ifdef FD_HAVE_AVX512
-void fd_conv_infer_row_avx512(const fd_ci_geom *g, const float *x0, int64_t ow, float *y);
+void fd_conv_infer_row_avx512(const fd_ci_geom *g, const float *x0, int64_t ow, float *y,
+                              int64_t jb0, int64_t jb1);
 void fd_conv_infer_maxpool_avx512(const fd_pool2d_desc *p, const float *z, float *y,
-                                  int64_t oy0, int64_t oy1);
+                                  int64_t oy0, int64_t oy1, int64_t j0, int64_t j1);
 #endif
 
 #endif

@@ -91,7 +91,8 @@ tile(const int R, const int nv, const int64_t S_ct, const fd_ci_geom *g, const f
         break;
 
 #define FD_CI_ROW(s)                                                                       \
-    static void row_##s(const fd_ci_geom *g, const float *x0, int64_t ow, float *y)        \
+    static void row_##s(const fd_ci_geom *g, const float *x0, int64_t ow, float *y,        \
+                        int64_t jb0, int64_t jb1)                                          \
     {                                                                                      \
         const int64_t oc = g->oc, S = (s) > 0 ? (s) : g->S;                                \
         const int64_t nb = (ow + FD_CI_PB - 1) / FD_CI_PB;                                 \
@@ -99,7 +100,7 @@ tile(const int R, const int nv, const int64_t S_ct, const fd_ci_geom *g, const f
             const int64_t p0 = ow * b / nb, p1 = ow * (b + 1) / nb;                        \
             const float *xb = x0 + p0 * S;                                                 \
             float *yb = y + p0 * oc;                                                       \
-            for (int64_t j = 0; j < oc; j += FD_CI_NB) {                                   \
+            for (int64_t j = jb0 * FD_CI_NB; j < oc && j < jb1 * FD_CI_NB; j += FD_CI_NB) { \
                 const float *wb = g->wpk + (j / FD_CI_NB) * g->K * FD_CI_NB;               \
                 const int nv = oc - j > 16 ? 2 : 1;                                        \
                 const float *x0_ = xb;                                                     \
@@ -129,23 +130,24 @@ FD_CI_ROW(16)
 FD_CI_ROW(32)
 FD_CI_ROW(64)
 
-void fd_conv_infer_row_avx512(const fd_ci_geom *g, const float *x0, int64_t ow, float *y)
+void fd_conv_infer_row_avx512(const fd_ci_geom *g, const float *x0, int64_t ow, float *y,
+                              int64_t jb0, int64_t jb1)
 {
     switch (g->S) {
-    case 1: row_1(g, x0, ow, y); break;
-    case 2: row_2(g, x0, ow, y); break;
-    case 3: row_3(g, x0, ow, y); break;
-    case 4: row_4(g, x0, ow, y); break;
-    case 8: row_8(g, x0, ow, y); break;
-    case 16: row_16(g, x0, ow, y); break;
-    case 32: row_32(g, x0, ow, y); break;
-    case 64: row_64(g, x0, ow, y); break;
-    default: row_0(g, x0, ow, y); break;
+    case 1: row_1(g, x0, ow, y, jb0, jb1); break;
+    case 2: row_2(g, x0, ow, y, jb0, jb1); break;
+    case 3: row_3(g, x0, ow, y, jb0, jb1); break;
+    case 4: row_4(g, x0, ow, y, jb0, jb1); break;
+    case 8: row_8(g, x0, ow, y, jb0, jb1); break;
+    case 16: row_16(g, x0, ow, y, jb0, jb1); break;
+    case 32: row_32(g, x0, ow, y, jb0, jb1); break;
+    case 64: row_64(g, x0, ow, y, jb0, jb1); break;
+    default: row_0(g, x0, ow, y, jb0, jb1); break;
     }
 }
 
 void fd_conv_infer_maxpool_avx512(const fd_pool2d_desc *p, const float *z, float *y,
-                                  int64_t oy0, int64_t oy1)
+                                  int64_t oy0, int64_t oy1, int64_t j0, int64_t j1)
 {
     const int64_t C = p->c;
     for (int64_t oy = oy0; oy < oy1; oy++) {
@@ -157,8 +159,8 @@ void fd_conv_infer_maxpool_avx512(const fd_pool2d_desc *p, const float *z, float
             if (x0 < 0) x0 = 0;
             if (x1 > p->w) x1 = p->w;
             float *yo = y + (oy * p->ow + ox) * C;
-            for (int64_t j = 0; j < C; j += 16) {
-                const __mmask16 mk = lanes(C - j);
+            for (int64_t j = j0; j < j1; j += 16) {
+                const __mmask16 mk = lanes(j1 - j);
                 __m512 b = _mm512_maskz_loadu_ps(mk, z + (y0 * p->w + x0) * C + j);
                 for (int64_t iy = y0; iy < y1; iy++)
                     for (int64_t ix = (iy == y0 ? x0 + 1 : x0); ix < x1; ix++) {

@@ -488,9 +488,11 @@ class ConvPoolStage(Stage):
         self.ps = PoolStage(pool)
         self._wired = None
         self._fused = False
+        self._gm = None
 
     def bind(self, in_shape):
         self.in_shape = tuple(in_shape)
+        self._gm = None
         self.ps.bind(self.cs.bind(in_shape))
         self.geom, self.pgeom = self.cs.geom, self.ps.geom
         self.out_shape = self.ps.out_shape
@@ -512,12 +514,14 @@ class ConvPoolStage(Stage):
         m = ctx.m
         if not ctx.training:
             conv = self.conv
-            y = self.ps.buf["out"][:m]
-            if _core.conv2d_infer((m,) + self.geom[1:], (m,) + self.pgeom[1:], _flat(x),
-                                  _flat(conv.kernel), _flat(y),
+            g = self._gm
+            if g is None or g[0] != m or g[3] is not self.buf:
+                g = self._gm = (m, (m,) + self.geom[1:], (m,) + self.pgeom[1:], self.buf,
+                                self.ps.buf["out"][:m], _flat(self.ps.buf["out"][:m]))
+            if _core.conv2d_infer(g[1], g[2], _flat(x), _flat(conv.kernel), g[5],
                                   conv.bias if conv.use_bias else None, self.relu):
                 self._fused = True
-                return y
+                return g[4]
         self._fused = False
         return self.ps.forward(ctx, self.cs.forward(ctx, x))
 
