@@ -190,7 +190,10 @@ int fd_conv2d_infer_f32(const fd_conv2d_desc *d, const fd_pool2d_desc *p, float 
     if (kcb > kc) kcb = kc;
     const fd_ci_geom g = {off, K, d->sw * d->c, oc, kcb, wpk,
                           direct ? bp : bias, direct ? FD_CI_DIRECT : FD_CI_GEMM, relu != 0};
-    int nt = fd_threads_for(d->n * d->oh * d->ow * K * oc, 1 << 18);
+    /* a second thread only for >= 4M multiply-adds (~40 us): waking a helper measured
+     * ~15 us on the shared 2-core Zen 4 (batch-1 mnist_convnet conv2, 2.2M: 41 us on one
+     * thread, 57 us on two) */
+    int nt = fd_threads_for(d->n * d->oh * d->ow * K * oc, 1 << 22);
     const int64_t rows_out = p ? p->oh : d->oh;
     /* units: whole images; with fewer images than 2 threads' worth, images split by
      * 32-channel blocks first (no work repeated), then by output rows, into about 4 units

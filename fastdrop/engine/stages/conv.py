@@ -1,6 +1,7 @@
 """Convolution-family stages and their fusion rules: Conv2D as an implicit GEMM with a
 fused epilogue (bias, relu, Dropout / SpatialDropout2D mask), Conv2D + BatchNormalization
-(BN folded into the kernel at INFER/MC), pooling, global pooling, SpatialDropout2D,
+(BN folded into the kernel at INFER/MC), Conv2D [+ relu] + MaxPooling2D (one fused
+inference kernel, ``ConvPoolStage``), pooling, global pooling, SpatialDropout2D,
 BatchNormalization.  Rules match layers by their declared ``kind``."""
 import numpy as np
 
