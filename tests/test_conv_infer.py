@@ -25,6 +25,10 @@ CASES = [
     (2, 15, 31, 1, 8, 5, 1, "same", 1, None, None, None),        # Cin 1, wide rows (> 14)
     (3, 6, 6, 24, 48, 3, (1, 2), "same", 1, 2, None, "same"),    # K = 216, sw = 2
     (1, 7, 7, 40, 96, 3, 1, "valid", 1, None, None, None),       # runtime pixel stride
+    # enough work for 2 threads: batch 1 / 3 split by channel blocks and rows
+    (1, 30, 30, 32, 80, 3, 1, "valid", 1, 2, None, "valid"),
+    (3, 16, 17, 32, 64, 3, 1, "same", 1, 3, 2, "same"),
+    (1, 24, 24, 32, 64, 3, 1, "same", 1, None, None, None),
 ]
 
 
