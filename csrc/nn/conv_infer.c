@@ -26,6 +26,7 @@ typedef struct fd_ci_buf {
     struct fd_ci_buf *next;
 } fd_ci_buf;
 static _Atomic(fd_ci_buf *) ci_bufs = NULL;
+#ifdef FD_HAVE_AVX512
 static _Thread_local fd_ci_buf *my_ci[FD_CI_SLOTS];
 
 static float *ci_buffer(int slot, size_t floats)
@@ -50,6 +51,8 @@ static float *ci_buffer(int slot, size_t floats)
     return b->p;
 }
 
+#endif
+
 void fd_conv_infer_release_buffers(void)
 {
     for (fd_ci_buf *b = atomic_load(&ci_bufs); b; b = b->next) {
@@ -59,6 +62,7 @@ void fd_conv_infer_release_buffers(void)
     }
 }
 
+#ifdef FD_HAVE_AVX512
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -139,6 +143,8 @@ static int is_pointwise(const fd_conv2d_desc *d)
     return d->kh == 1 && d->kw == 1 && d->sh == 1 && d->sw == 1 && d->pt == 0 && d->pl == 0 &&
            d->oh == d->h && d->ow == d->w;
 }
+
+#endif
 
 int fd_conv2d_infer_f32(const fd_conv2d_desc *d, const fd_pool2d_desc *p, float *y,
                         const float *x, const float *wt, const float *bias, int relu)
