@@ -23,6 +23,8 @@ cdef extern from "nn/conv.h" nogil:
     void fd_conv_act_backward_f32(int64_t n, float *dz, const float *dy, const float *h,
                                   const uint8_t *mask, float scale, int relu)
     void fd_conv_release_buffers()
+    int fd_conv2d_infer_f32(const fd_conv2d_desc *d, const fd_pool2d_desc *pool, float *y,
+                            const float *x, const float *wt, const float *bias, int relu)
     void fd_maxpool2d_forward_f32(const fd_pool2d_desc *d, float *y, int32_t *arg,
                                   const float *x)
     void fd_maxpool2d_backward_f32(const fd_pool2d_desc *d, float *dx, const float *dy,
@@ -118,6 +120,40 @@ def conv2d_forward(tuple geom, const float[::1] x, const float[::1] w, float[::1
         st = fd_conv2d_forward_f32(&d, &y[0], &x[0], &w[0], pb, relu, pm, pcm, scale)
     if st != 0:
         raise MemoryError("conv2d_forward: out of memory")
+
+
+def conv2d_infer(tuple geom, tuple pool_geom, const float[::1] x, const float[::1] w,
+                 float[::1] y, const float[::1] bias=None, bint relu=False):
+    """Inference only: y = maxpool(conv2d(x, w) (+bias) (relu)) (pool_geom None: the conv
+    output itself), bitwise equal to conv2d_forward (then pool2d_forward).  Returns False
+    when this path does not handle the shape or CPU (nothing written)."""
+    cdef fd_conv2d_desc d
+    cdef fd_pool2d_desc p
+    cdef fd_pool2d_desc *pp = NULL
+    _conv_desc(geom, &d)
+    cdef int64_t K = d.kh * d.kw * d.c
+    _need(x.shape[0], d.n * d.h * d.w * d.c, "x")
+    _need(w.shape[0], K * d.oc, "w")
+    if pool_geom is not None:
+        _pool_desc(pool_geom, &p)
+        if p.n != d.n or p.h != d.oh or p.w != d.ow or p.c != d.oc:
+            raise ValueError("pool geometry does not match the conv output")
+        _need(y.shape[0], p.n * p.oh * p.ow * p.c, "y")
+        pp = &p
+    else:
+        _need(y.shape[0], d.n * d.oh * d.ow * d.oc, "y")
+    cdef const float *pb = NULL
+    if bias is not None:
+        _need(bias.shape[0], d.oc, "bias")
+        pb = &bias[0]
+    if d.n == 0:
+        return True
+    cdef int st
+    with nogil:
+        st = fd_conv2d_infer_f32(&d, pp, &y[0], &x[0], &w[0], pb, relu)
+    if st < 0:
+        raise MemoryError("conv2d_infer: out of memory")
+    return st == 0
 
 
 def conv2d_backward(tuple geom, const float[::1] dz, const float[::1] x, const float[::1] w,

@@ -65,6 +65,7 @@ static float *conv_buffer(int slot, size_t floats)
 
 void fd_conv_release_buffers(void)
 {
+    fd_conv_infer_release_buffers();
     for (fd_conv_buf *b = atomic_load(&conv_bufs); b; b = b->next) {
         free(b->p);
         b->p = NULL;

@@ -74,6 +74,16 @@ typedef struct {
     int64_t oh, ow;            /* output                                               */
 } fd_pool2d_desc;
 
+/* Inference only (conv_infer.c): y = conv(x, wt) (+ bias) (relu), then max pooling with
+ * pool (NULL: none; its input is the conv output: n, oh, ow, oc), the pooled output
+ * written without argmax.  Bitwise equal to fd_conv2d_forward_f32 (then
+ * fd_maxpool2d_forward_f32) for any thread count.  Returns 0, -1 out of memory, 1 when
+ * this path does not handle the shape / CPU (nothing written: take the general path). */
+int fd_conv2d_infer_f32(const fd_conv2d_desc *d, const fd_pool2d_desc *pool,
+                        float *y, const float *x, const float *wt, const float *bias,
+                        int relu);
+void fd_conv_infer_release_buffers(void);
+
 /* Max pooling; arg (n*oh*ow*c, may be NULL) = index iy*w + ix of the chosen input
  * pixel in its image (the first maximum in row-major window order wins ties). */
 void fd_maxpool2d_forward_f32(const fd_pool2d_desc *d, float *y, int32_t *arg,

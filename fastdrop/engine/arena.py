@@ -1,4 +1,6 @@
 """One allocation for every stage's buffers at a batch capacity."""
+import math
+
 import numpy as np
 
 _ALIGN = 64
@@ -25,7 +27,7 @@ class Arena:
         for owner, spec in specs + [(None, extra)]:
             for name, (shape, dtype) in spec.items():
                 dtype = np.dtype(dtype)
-                nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                nbytes = math.prod(int(d) for d in shape) * dtype.itemsize
                 layout.append((owner, name, shape, dtype, total, nbytes))
                 total += (nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
         raw = np.empty(total + _ALIGN, np.uint8)
@@ -51,6 +53,6 @@ class Arena:
         for s in stages:
             b = 0
             for shape, dtype in s.buffers(1).values():
-                b += int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                b += math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
             out.append(max(1, b))
         return out

@@ -1,6 +1,7 @@
 """Convolution-family stages and their fusion rules: Conv2D as an implicit GEMM with a
 fused epilogue (bias, relu, Dropout / SpatialDropout2D mask), Conv2D + BatchNormalization
-(BN folded into the kernel at INFER/MC), pooling, global pooling, SpatialDropout2D,
+(BN folded into the kernel at INFER/MC), Conv2D [+ relu] + MaxPooling2D (one fused
+inference kernel, ``ConvPoolStage``), pooling, global pooling, SpatialDropout2D,
 BatchNormalization.  Rules match layers by their declared ``kind``."""
 import numpy as np
 
@@ -91,6 +92,12 @@ class ConvStage(Stage):
                 mask = bits
         self._mask, self._chmask, self._scale = mask, chmask, scale
         bias = conv.bias if conv.use_bias else None
+        if (not ctx.training and mask is None and chmask is None and self.fn is None
+                and _core.conv2d_infer(self._g(m), None, _flat(x), _flat(conv.kernel),
+                                       _flat(h), bias, self.relu)):
+            # inference: the direct kernel on prepacked weights (bitwise the same outputs)
+            self._x = None
+            return y
         _core.conv2d_forward(self._g(m), _flat(x), _flat(conv.kernel), _flat(h), bias,
                              self.relu, mask, chmask, scale)
         if self.fn is not None:
@@ -465,6 +472,85 @@ class ConvBNStage(Stage):
             dy = dz
         du = self.bs.backward(ctx, dy, True)
         return self.cs.backward(ctx, du, need_dx)
+
+
+class ConvPoolStage(Stage):
+    """Conv2D [+ relu] + MaxPooling2D.  TRAIN: the ConvStage and the PoolStage (argmax
+    for backward), unchanged.  INFER / MC (no noise inside): one kernel computes each
+    image's conv output into an L2-resident buffer and max-pools it straight into the
+    stage output (``_core.conv2d_infer``): the conv output never reaches memory and no
+    argmax is written.  Outputs are bitwise those of the two stages."""
+
+    def __init__(self, conv, pool, relu=False, layers=None):
+        super().__init__(layers or [conv, pool])
+        self.conv, self.pool = conv, pool
+        self.relu = bool(relu)
+        self.cs = ConvStage(conv, relu=relu, layers=self.layers[:-1])
+        self.ps = PoolStage(pool)
+        self._wired = None
+        self._fused = False
+        self._gm = None
+
+    def bind(self, in_shape):
+        self.in_shape = tuple(in_shape)
+        self._gm = None
+        self.ps.bind(self.cs.bind(in_shape))
+        self.geom, self.pgeom = self.cs.geom, self.ps.geom
+        self.out_shape = self.ps.out_shape
+        return self.out_shape
+
+    def buffers(self, capacity):
+        b = {"cv." + k: v for k, v in self.cs.buffers(capacity).items()}
+        b.update({"pl." + k: v for k, v in self.ps.buffers(capacity).items()})
+        return b
+
+    def _wire(self):
+        if self._wired is not self.buf:
+            self.cs.buf = {k[3:]: v for k, v in self.buf.items() if k.startswith("cv.")}
+            self.ps.buf = {k[3:]: v for k, v in self.buf.items() if k.startswith("pl.")}
+            self._wired = self.buf
+
+    def forward(self, ctx, x):
+        self._wire()
+        m = ctx.m
+        if not ctx.training:
+            conv = self.conv
+            g = self._gm
+            if g is None or g[0] != m or g[3] is not self.buf:
+                g = self._gm = (m, (m,) + self.geom[1:], (m,) + self.pgeom[1:], self.buf,
+                                self.ps.buf["out"][:m], _flat(self.ps.buf["out"][:m]))
+            if _core.conv2d_infer(g[1], g[2], _flat(x), _flat(conv.kernel), g[5],
+                                  conv.bias if conv.use_bias else None, self.relu):
+                self._fused = True
+                return g[4]
+        self._fused = False
+        return self.ps.forward(ctx, self.cs.forward(ctx, x))
+
+    def backward(self, ctx, dy, need_dx):
+        if self._fused:
+            raise RuntimeError("backward after an inference forward")
+        d = self.ps.backward(ctx, dy, True)
+        return self.cs.backward(ctx, d, need_dx)
+
+
+@fusion_rule
+def conv_pool_fusion_rule(layers, i):
+    """Conv2D (relu or linear) [+ Activation('relu') if linear] + MaxPooling2D."""
+    conv = layers[i]
+    if _kind(conv) != "conv2d":
+        return None
+    own = _conv_act(conv)
+    if not isinstance(own, str):
+        return None
+    relu = own == "relu"
+    j = i + 1
+    if not relu and j < len(layers) and _is_relu_activation(layers[j]):
+        relu = True
+        j += 1
+    if j >= len(layers) or _kind(layers[j]) != "max_pooling2d":
+        return None
+    group = list(layers[i:j + 1])
+    return (lambda: ConvPoolStage(conv, layers[j], relu, group)), j + 1 - i
 
 
 def _is_relu_activation(layer):
