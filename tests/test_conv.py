@@ -1,6 +1,8 @@
 """Conv2D, pooling, SpatialDropout2D and BatchNormalization: kernels and stages against
 the NumPy reference (fastdrop.reference.conv), finite differences, thread invariance,
 argument validation."""
+import zlib
+
 import numpy as np
 import pytest
 
@@ -91,7 +93,8 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv2d_forward_backward_matches_reference(case):
     n, h, w, c, k, f, s, pad, d = case
-    rng = np.random.default_rng(hash(str(case)) % 2**32)
+    # a seed that is the same in every process (str hashes are salted per process)
+    rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
     conv = Conv2D(f, k, strides=s, padding=pad, dilation_rate=d,
                   bias_initializer="glorot_uniform")
     out_shape = build([conv], (h, w, c), rng)
@@ -109,7 +112,11 @@ def test_conv2d_forward_backward_matches_reference(case):
                                       conv.dilation_rate)
     assert rel(dx, dxr) < 1e-5
     assert rel(conv.dkernel, dwr) < 1e-5
-    assert rel(conv.dbias, dbr) < 1e-5
+    # db sums n*oh*ow values of dy per filter: bound its error by the sum of their
+    # magnitudes (a single filter's sum can cancel to near zero, where a relative error
+    # against the result itself means nothing)
+    mag = np.abs(dy.astype(np.float64)).reshape(-1, f).sum(0)
+    assert np.all(np.abs(conv.dbias - dbr) <= 1e-5 * np.maximum(np.abs(dbr), mag))
 
 
 def test_conv2d_relu_no_bias_and_large_batch_chunks():
